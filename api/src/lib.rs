@@ -1,0 +1,1 @@
+//! Plinth custom resource types.

@@ -1,0 +1,1 @@
+//! Plinth rendering engine.

@@ -1,0 +1,1 @@
+//! Plinth eBPF datapath.
