@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Policy verdict for a new flow: at most six hash lookups, plus two LPM
+ * lookups when the endpoint has endPort ranges in this direction. */
+#ifndef __PLINTH_POLICY_H
+#define __PLINTH_POLICY_H
+
+#include <bpf/bpf_helpers.h>
+#include "types.h"
+#include "drop_reasons.h"
+#include "policy_map.h"
+
+static __always_inline struct plinth_policy_value *
+__policy_lookup_peer(__u32 ep_id, __u32 peer, __u8 dir, __u8 proto, __be16 dport)
+{
+	struct plinth_policy_key key = {
+		.ep_id = ep_id, .peer_id = peer, .dir = dir, .proto = proto, .dport = dport,
+	};
+	struct plinth_policy_value *v;
+
+	v = bpf_map_lookup_elem(&plinth_policy, &key);
+	if (v)
+		return v;
+	if (dport) {
+		key.dport = 0;
+		v = bpf_map_lookup_elem(&plinth_policy, &key);
+		if (v)
+			return v;
+	}
+	key.proto = 0;
+	key.dport = 0;
+	return bpf_map_lookup_elem(&plinth_policy, &key);
+}
+
+static __always_inline struct plinth_policy_value *
+__policy_lookup_range(__u32 ep_id, __u32 peer, __u8 dir, __u8 proto, __be16 dport)
+{
+	struct plinth_range_key key = {
+		.prefixlen = 96, .ep_id = ep_id, .peer_id = peer, .dir = dir,
+		.proto = proto, .dport = dport,
+	};
+
+	return bpf_map_lookup_elem(&plinth_polrange, &key);
+}
+
+/**
+ * policy_lookup - find the rule that allows a new flow
+ * @ep: the local endpoint
+ * @peer: identity of the remote address
+ * @dir: PLINTH_DIR_INGRESS or PLINTH_DIR_EGRESS
+ * @proto: IP protocol
+ * @dport: destination port, network order (0 without ports)
+ *
+ * Returns: the allowing rule, or NULL (default deny).
+ */
+static __always_inline struct plinth_policy_value *
+policy_lookup(const struct plinth_endpoint *ep, __u32 peer, __u8 dir, __u8 proto, __be16 dport)
+{
+	struct plinth_policy_value *v;
+	__u32 ranges = dir == PLINTH_DIR_INGRESS ? PLINTH_EP_RANGES_INGRESS
+						 : PLINTH_EP_RANGES_EGRESS;
+
+	v = __policy_lookup_peer(ep->ep_id, peer, dir, proto, dport);
+	if (v)
+		return v;
+	v = __policy_lookup_peer(ep->ep_id, PLINTH_ID_ANY, dir, proto, dport);
+	if (v)
+		return v;
+	if (!(ep->flags & ranges) || !dport)
+		return NULL;
+	v = __policy_lookup_range(ep->ep_id, peer, dir, proto, dport);
+	if (v)
+		return v;
+	return __policy_lookup_range(ep->ep_id, PLINTH_ID_ANY, dir, proto, dport);
+}
+
+#endif

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Key and value layouts shared by every Plinth map and the Rust mirror in
+ * policies/src/abi.rs. Each struct is fixed-width with explicit padding; the
+ * layout comment gives byte offsets. Never reuse a retired field: append. */
+#ifndef __PLINTH_TYPES_H
+#define __PLINTH_TYPES_H
+
+#include <linux/types.h>
+
+/* Directions, seen from the pod. */
+#define PLINTH_DIR_INGRESS 1 /* towards the pod: tc egress of the host veth */
+#define PLINTH_DIR_EGRESS 2  /* from the pod: tc ingress of the host veth */
+
+/* Reserved identities. Allocated identities start at 256. */
+#define PLINTH_ID_ANY 0   /* wildcard peer in policy keys */
+#define PLINTH_ID_WORLD 2 /* an address no ipcache prefix covers */
+
+/* Endpoint flags. */
+#define PLINTH_EP_ENFORCE_INGRESS (1U << 0)
+#define PLINTH_EP_ENFORCE_EGRESS (1U << 1)
+#define PLINTH_EP_FAIL_CLOSED (1U << 2) /* a map write for this endpoint failed */
+#define PLINTH_EP_RANGES_INGRESS (1U << 3) /* endPort rules exist: consult plinth_polrange */
+#define PLINTH_EP_RANGES_EGRESS (1U << 4)
+
+/* Verdicts in flow events. */
+#define PLINTH_VERDICT_ALLOWED 1
+#define PLINTH_VERDICT_DENIED 2
+
+/* ipcache LPM key: 0 prefixlen(u32) 4 addr(be32); 8 bytes. */
+struct plinth_ipcache_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+/* ipcache value: 0 identity 4 flags (reserved, 0); 8 bytes. */
+struct plinth_ipcache_value {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* endpoint value, keyed by host-side ifindex (u32):
+ * 0 ep_id 4 flags; 8 bytes. */
+struct plinth_endpoint {
+	__u32 ep_id;
+	__u32 flags;
+};
+
+/* policy hash key: 0 ep_id 4 peer_id 8 dir 9 proto 10 dport(be16); 12 bytes.
+ * proto 0 = any protocol and any port; dport 0 = any port of proto. */
+struct plinth_policy_key {
+	__u32 ep_id;
+	__u32 peer_id;
+	__u8 dir;
+	__u8 proto;
+	__be16 dport;
+};
+
+/* policy value: 0 policy_id 4 rule 6 flags (reserved, 0); 8 bytes. */
+struct plinth_policy_value {
+	__u32 policy_id;
+	__u16 rule;
+	__u16 flags;
+};
+
+/* port-range LPM key (endPort): 0 prefixlen 4 ep_id 8 peer_id 12 dir 13 proto
+ * 14 dport(be16); 16 bytes. prefixlen counts bits after prefixlen: 80 fixes
+ * ep, peer, dir and proto; 80+k fixes the top k bits of the port. */
+struct plinth_range_key {
+	__u32 prefixlen;
+	__u32 ep_id;
+	__u32 peer_id;
+	__u8 dir;
+	__u8 proto;
+	__be16 dport;
+};
+
+/* conntrack key, per endpoint and direction, in the flow's original
+ * orientation: 0 ep_id 4 saddr 8 daddr 12 sport 14 dport 16 proto 17 dir
+ * 18 pad; 20 bytes. */
+struct plinth_ct_key {
+	__u32 ep_id;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad;
+};
+
+/* conntrack value: 0 expires_ns 8 policy_id 12 rule 14 flags 15 pad; 16 bytes. */
+struct plinth_ct_value {
+	__u64 expires_ns;
+	__u32 policy_id;
+	__u16 rule;
+	__u8 flags;
+	__u8 pad;
+};
+
+/* per-CPU counter: 0 packets 8 bytes; 16 bytes. */
+struct plinth_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* ring buffer flow event:
+ * 0 ts_ns 8 saddr 12 daddr 16 sport 18 dport 20 ep_id 24 ifindex
+ * 28 peer_id 32 policy_id 36 rule 38 proto 39 dir 40 verdict 41 reason
+ * 42 pad; 48 bytes. */
+struct plinth_flow_event {
+	__u64 ts_ns;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u32 ep_id;
+	__u32 ifindex;
+	__u32 peer_id;
+	__u32 policy_id;
+	__u16 rule;
+	__u8 proto;
+	__u8 dir;
+	__u8 verdict;
+	__u8 reason;
+	__u8 pad[6];
+};
+
+#endif

@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Plinth policy datapath: attached to the host side of each pod's veth.
+ * tc ingress there sees the pod's egress, tc egress the pod's ingress.
+ * Order: endpoint, parse, conntrack (hit: pass), then for a new flow the
+ * ipcache identity of the peer and the policy maps; allowed new flows enter
+ * conntrack. Every new-flow verdict is counted and reported as an event. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/types.h"
+#include "lib/drop_reasons.h"
+#include "lib/parse.h"
+#include "lib/ipcache.h"
+#include "lib/policy.h"
+#include "lib/ct.h"
+#include "lib/events.h"
+
+static __always_inline int __verdict_drop(struct __sk_buff *skb, __u32 reason)
+{
+	metric_add(reason, skb->len);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct plinth_endpoint *ep = bpf_map_lookup_elem(&plinth_endpts, &ifindex);
+	struct plinth_policy_value *rule;
+	struct plinth_tuple t = {};
+	struct plinth_ct_key key;
+	__u32 enforce, peer_id;
+	__u64 now;
+	int l3, ct;
+
+	if (!ep) {
+		metric_add(PLINTH_REASON_PASS_UNMANAGED, skb->len);
+		return TC_ACT_OK;
+	}
+	enforce = ep->flags & (dir == PLINTH_DIR_INGRESS ? PLINTH_EP_ENFORCE_INGRESS
+							  : PLINTH_EP_ENFORCE_EGRESS);
+
+	l3 = parse_packet(skb, &t);
+	switch (l3) {
+	case PLINTH_L3_IPV4:
+		break;
+	case PLINTH_L3_OTHER:
+		metric_add(PLINTH_REASON_PASS_NON_IP, skb->len);
+		return TC_ACT_OK;
+	case PLINTH_L3_IPV6:
+		if (enforce)
+			return __verdict_drop(skb, PLINTH_DROP_UNSUPPORTED_L3);
+		metric_add(PLINTH_REASON_ALLOW_NO_POLICY, skb->len);
+		return TC_ACT_OK;
+	case PLINTH_L3_FRAGMENT:
+		if (enforce)
+			return __verdict_drop(skb, PLINTH_DROP_FRAGMENT);
+		metric_add(PLINTH_REASON_ALLOW_NO_POLICY, skb->len);
+		return TC_ACT_OK;
+	default:
+		return __verdict_drop(skb, PLINTH_DROP_MALFORMED);
+	}
+
+	key.ep_id = ep->ep_id;
+	key.saddr = t.saddr;
+	key.daddr = t.daddr;
+	key.sport = t.sport;
+	key.dport = t.dport;
+	key.proto = t.proto;
+	key.dir = dir;
+	key.pad = 0;
+
+	now = bpf_ktime_get_ns();
+	ct = ct_lookup(&key, now);
+	if (ct == PLINTH_CT_ESTABLISHED) {
+		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);
+		return TC_ACT_OK;
+	}
+	if (ct == PLINTH_CT_REPLY) {
+		metric_add(PLINTH_REASON_ALLOW_REPLY, skb->len);
+		return TC_ACT_OK;
+	}
+
+	if (ep->flags & PLINTH_EP_FAIL_CLOSED) {
+		event_emit(&key, ifindex, 0, 0, 0, PLINTH_VERDICT_DENIED,
+			   PLINTH_DROP_FAIL_CLOSED, now);
+		return __verdict_drop(skb, PLINTH_DROP_FAIL_CLOSED);
+	}
+
+	if (!enforce) {
+		if (ct_create(&key, 0, 0, now) < 0)
+			metric_add(PLINTH_ERR_CT_INSERT, 0);
+		metric_add(PLINTH_REASON_ALLOW_NO_POLICY, skb->len);
+		event_emit(&key, ifindex, 0, 0, 0, PLINTH_VERDICT_ALLOWED,
+			   PLINTH_REASON_ALLOW_NO_POLICY, now);
+		return TC_ACT_OK;
+	}
+
+	peer_id = ipcache_identity(dir == PLINTH_DIR_INGRESS ? t.saddr : t.daddr);
+	rule = policy_lookup(ep, peer_id, dir, t.proto, t.dport);
+	if (!rule) {
+		event_emit(&key, ifindex, peer_id, 0, 0, PLINTH_VERDICT_DENIED,
+			   PLINTH_DROP_POLICY, now);
+		return __verdict_drop(skb, PLINTH_DROP_POLICY);
+	}
+
+	{
+		__u32 policy_id = rule->policy_id;
+		__u16 rule_idx = rule->rule;
+		struct plinth_counter *c = bpf_map_lookup_elem(&plinth_polstats, &policy_id);
+
+		if (c) {
+			c->packets++;
+			c->bytes += skb->len;
+		}
+		if (ct_create(&key, policy_id, rule_idx, now) < 0)
+			metric_add(PLINTH_ERR_CT_INSERT, 0);
+		metric_add(PLINTH_REASON_ALLOW_POLICY, skb->len);
+		event_emit(&key, ifindex, peer_id, policy_id, rule_idx, PLINTH_VERDICT_ALLOWED,
+			   PLINTH_REASON_ALLOW_POLICY, now);
+	}
+	return TC_ACT_OK;
+}
+
+/**
+ * plinth_to_pod - tc egress of the host veth: the pod's ingress
+ * @skb: the packet
+ *
+ * Returns: TC_ACT_OK or TC_ACT_SHOT.
+ */
+SEC("classifier")
+int plinth_to_pod(struct __sk_buff *skb)
+{
+	return __handle(skb, PLINTH_DIR_INGRESS);
+}
+
+/**
+ * plinth_from_pod - tc ingress of the host veth: the pod's egress
+ * @skb: the packet
+ *
+ * Returns: TC_ACT_OK or TC_ACT_SHOT.
+ */
+SEC("classifier")
+int plinth_from_pod(struct __sk_buff *skb)
+{
+	return __handle(skb, PLINTH_DIR_EGRESS);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,333 @@
+//! Rust mirrors of the BPF map keys, values and events in `bpf/lib/types.h`.
+//!
+//! Every struct is `#[repr(C)]`, fixed-width, with the padding spelled out.
+//! `tests::layout_matches_c` compares sizes and offsets with the layout the C
+//! compiler emits in `bpf/abi_layout.c`.
+#![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait for map keys and values")]
+
+/// Direction seen from the pod: towards it.
+pub const DIR_INGRESS: u8 = 1;
+/// Direction seen from the pod: from it.
+pub const DIR_EGRESS: u8 = 2;
+
+/// Wildcard peer identity in policy keys.
+pub const ID_ANY: u32 = 0;
+/// Identity of addresses no ipcache prefix covers.
+pub const ID_WORLD: u32 = 2;
+/// First identity the compiler allocates.
+pub const ID_FIRST_ALLOCATED: u32 = 256;
+
+/// Endpoint flag: ingress is enforced (a policy selects the pod for ingress).
+pub const EP_ENFORCE_INGRESS: u32 = 1 << 0;
+/// Endpoint flag: egress is enforced.
+pub const EP_ENFORCE_EGRESS: u32 = 1 << 1;
+/// Endpoint flag: a map write for this endpoint failed; drop new flows.
+pub const EP_FAIL_CLOSED: u32 = 1 << 2;
+/// Endpoint flag: ingress endPort ranges exist in `plinth_polrange`.
+pub const EP_RANGES_INGRESS: u32 = 1 << 3;
+/// Endpoint flag: egress endPort ranges exist in `plinth_polrange`.
+pub const EP_RANGES_EGRESS: u32 = 1 << 4;
+
+/// Flow verdict: allowed.
+pub const VERDICT_ALLOWED: u8 = 1;
+/// Flow verdict: denied.
+pub const VERDICT_DENIED: u8 = 2;
+
+/// Size of `plinth_metrics` (reasons in [`crate::flows::Reason`]).
+pub const METRICS_MAX: u32 = 64;
+
+/// Key of `plinth_ipcache` (LPM): 0 prefixlen 4 addr (network order); 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpcacheKey {
+    /// Prefix length in bits.
+    pub prefixlen: u32,
+    /// IPv4 address octets, network order.
+    pub addr: [u8; 4],
+}
+
+/// Value of `plinth_ipcache`: 0 identity 4 flags; 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpcacheValue {
+    /// Security identity.
+    pub identity: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+}
+
+/// Value of `plinth_endpts`, keyed by host-side ifindex: 0 `ep_id` 4 flags; 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Endpoint id used in policy and conntrack keys.
+    pub ep_id: u32,
+    /// `EP_*` flags.
+    pub flags: u32,
+}
+
+/// Key of `plinth_policy`: 0 `ep_id` 4 `peer_id` 8 dir 9 proto 10 dport (network order); 12 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// Local endpoint.
+    pub ep_id: u32,
+    /// Peer identity, [`ID_ANY`] for any peer.
+    pub peer_id: u32,
+    /// [`DIR_INGRESS`] or [`DIR_EGRESS`].
+    pub dir: u8,
+    /// IP protocol, 0 for any protocol and port.
+    pub proto: u8,
+    /// Port in network byte order (`u16::to_be`), 0 for any port.
+    pub dport: u16,
+}
+
+/// Value of `plinth_policy` and `plinth_polrange`: 0 `policy_id` 4 rule 6 flags; 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyValue {
+    /// Deciding policy.
+    pub policy_id: u32,
+    /// Rule index within the policy's ingress or egress list.
+    pub rule: u16,
+    /// Reserved, 0.
+    pub flags: u16,
+}
+
+/// Data of the `plinth_polrange` LPM key (after the prefix length):
+/// 0 `ep_id` 4 `peer_id` 8 dir 9 proto 10 dport (network order); 12 bytes.
+/// The full C key, with its leading prefix length, is 16 bytes.
+pub type RangeKeyData = PolicyKey;
+
+/// Key of `plinth_ct`: 0 `ep_id` 4 saddr 8 daddr 12 sport 14 dport 16 proto 17 dir 18 pad; 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Local endpoint.
+    pub ep_id: u32,
+    /// Source address octets.
+    pub saddr: [u8; 4],
+    /// Destination address octets.
+    pub daddr: [u8; 4],
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Direction.
+    pub dir: u8,
+    /// Padding, 0.
+    pub pad: u16,
+}
+
+/// Value of `plinth_ct`: 0 `expires_ns` 8 `policy_id` 12 rule 14 flags 15 pad; 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtValue {
+    /// Monotonic expiry time.
+    pub expires_ns: u64,
+    /// Policy that allowed the flow.
+    pub policy_id: u32,
+    /// Rule that allowed the flow.
+    pub rule: u16,
+    /// Reserved.
+    pub flags: u8,
+    /// Padding.
+    pub pad: u8,
+}
+
+/// Per-CPU counter in `plinth_metrics` and `plinth_polstats`: 0 packets 8 bytes; 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Counter {
+    /// Packets (flows in `plinth_polstats`).
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Ring buffer record; layout in `bpf/lib/types.h`; 48 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowEvent {
+    /// Monotonic time of the packet.
+    pub ts_ns: u64,
+    /// Source address octets.
+    pub saddr: [u8; 4],
+    /// Destination address octets.
+    pub daddr: [u8; 4],
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// Local endpoint.
+    pub ep_id: u32,
+    /// Interface the packet was seen on.
+    pub ifindex: u32,
+    /// Identity of the remote address (0 when not looked up).
+    pub peer_id: u32,
+    /// Deciding policy (0: none).
+    pub policy_id: u32,
+    /// Deciding rule.
+    pub rule: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Direction.
+    pub dir: u8,
+    /// [`VERDICT_ALLOWED`] or [`VERDICT_DENIED`].
+    pub verdict: u8,
+    /// Reason code.
+    pub reason: u8,
+    /// Padding.
+    pub pad: [u8; 6],
+}
+
+impl FlowEvent {
+    /// Size of one ring buffer record.
+    pub const SIZE: usize = std::mem::size_of::<Self>();
+
+    /// Decodes a ring buffer record, `None` when it is too short.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() < Self::SIZE {
+            return None;
+        }
+        let u16n = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let u32n = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let a4 = |o: usize| [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        Some(Self {
+            ts_ns: u64::from(u32n(0)) | (u64::from(u32n(4)) << 32),
+            saddr: a4(8),
+            daddr: a4(12),
+            sport: u16n(16),
+            dport: u16n(18),
+            ep_id: u32n(20),
+            ifindex: u32n(24),
+            peer_id: u32n(28),
+            policy_id: u32n(32),
+            rule: u16n(36),
+            proto: b[38],
+            dir: b[39],
+            verdict: b[40],
+            reason: b[41],
+            pad: [0; 6],
+        })
+    }
+}
+
+#[cfg(feature = "bpf")]
+mod pod {
+    use super::{Counter, CtKey, CtValue, Endpoint, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+    // SAFETY: each type is `#[repr(C)]`, `Copy`, made of integers with explicit
+    // padding fields, so every byte pattern is a valid value.
+    unsafe impl aya::Pod for IpcacheKey {}
+    unsafe impl aya::Pod for IpcacheValue {}
+    unsafe impl aya::Pod for Endpoint {}
+    unsafe impl aya::Pod for PolicyKey {}
+    unsafe impl aya::Pod for PolicyValue {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for Counter {}
+}
+
+/// Bytes of the compiled datapath object.
+#[cfg(feature = "bpf")]
+pub static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/plinth.bpf.o"));
+
+#[cfg(all(test, feature = "bpf"))]
+mod tests {
+    use super::*;
+    use object::{Object as _, ObjectSection as _};
+    use std::mem::{offset_of, size_of};
+
+    static LAYOUT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/abi_layout.o"));
+
+    #[test]
+    fn layout_matches_c() {
+        let file = object::File::parse(LAYOUT_OBJECT).expect("parse abi_layout.o");
+        let section = file.section_by_name(".plinth_abi").expect(".plinth_abi section");
+        let data = section.data().expect("section data");
+        let c: Vec<usize> = data
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
+            .collect();
+        let rust = vec![
+            size_of::<IpcacheKey>(),
+            offset_of!(IpcacheKey, prefixlen),
+            offset_of!(IpcacheKey, addr),
+            size_of::<IpcacheValue>(),
+            offset_of!(IpcacheValue, identity),
+            offset_of!(IpcacheValue, flags),
+            size_of::<Endpoint>(),
+            offset_of!(Endpoint, ep_id),
+            offset_of!(Endpoint, flags),
+            size_of::<PolicyKey>(),
+            offset_of!(PolicyKey, ep_id),
+            offset_of!(PolicyKey, peer_id),
+            offset_of!(PolicyKey, dir),
+            offset_of!(PolicyKey, proto),
+            offset_of!(PolicyKey, dport),
+            size_of::<PolicyValue>(),
+            offset_of!(PolicyValue, policy_id),
+            offset_of!(PolicyValue, rule),
+            offset_of!(PolicyValue, flags),
+            // range key: prefixlen (u32) then the policy key data.
+            4 + size_of::<RangeKeyData>(),
+            0,
+            4 + offset_of!(RangeKeyData, ep_id),
+            4 + offset_of!(RangeKeyData, peer_id),
+            4 + offset_of!(RangeKeyData, dir),
+            4 + offset_of!(RangeKeyData, proto),
+            4 + offset_of!(RangeKeyData, dport),
+            size_of::<CtKey>(),
+            offset_of!(CtKey, ep_id),
+            offset_of!(CtKey, saddr),
+            offset_of!(CtKey, daddr),
+            offset_of!(CtKey, sport),
+            offset_of!(CtKey, dport),
+            offset_of!(CtKey, proto),
+            offset_of!(CtKey, dir),
+            offset_of!(CtKey, pad),
+            size_of::<CtValue>(),
+            offset_of!(CtValue, expires_ns),
+            offset_of!(CtValue, policy_id),
+            offset_of!(CtValue, rule),
+            offset_of!(CtValue, flags),
+            offset_of!(CtValue, pad),
+            size_of::<Counter>(),
+            offset_of!(Counter, packets),
+            offset_of!(Counter, bytes),
+            size_of::<FlowEvent>(),
+            offset_of!(FlowEvent, ts_ns),
+            offset_of!(FlowEvent, saddr),
+            offset_of!(FlowEvent, daddr),
+            offset_of!(FlowEvent, sport),
+            offset_of!(FlowEvent, dport),
+            offset_of!(FlowEvent, ep_id),
+            offset_of!(FlowEvent, ifindex),
+            offset_of!(FlowEvent, peer_id),
+            offset_of!(FlowEvent, policy_id),
+            offset_of!(FlowEvent, rule),
+            offset_of!(FlowEvent, proto),
+            offset_of!(FlowEvent, dir),
+            offset_of!(FlowEvent, verdict),
+            offset_of!(FlowEvent, reason),
+            offset_of!(FlowEvent, pad),
+        ];
+        assert_eq!(rust, c, "Rust mirror differs from bpf/lib/types.h");
+    }
+
+    #[test]
+    fn flow_event_decodes_its_own_bytes() {
+        let mut b = [0u8; 48];
+        b[8..12].copy_from_slice(&[198, 18, 0, 1]);
+        b[18..20].copy_from_slice(&80u16.to_be_bytes());
+        b[38] = 6;
+        b[40] = VERDICT_DENIED;
+        let e = FlowEvent::from_bytes(&b).expect("decode");
+        assert_eq!(e.saddr, [198, 18, 0, 1]);
+        assert_eq!(u16::from_be(e.dport), 80);
+        assert_eq!((e.proto, e.verdict), (6, VERDICT_DENIED));
+        assert!(FlowEvent::from_bytes(&b[..47]).is_none());
+    }
+}

@@ -1,0 +1,212 @@
+//! Security identities: one per distinct (namespace labels, pod labels, ipBlocks containing the address), and the ipcache prefixes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyPeer};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::abi::{ID_FIRST_ALLOCATED, ID_WORLD};
+use crate::net::Prefix;
+use crate::world::{Labels, World};
+
+/// An ipBlock in canonical form (except sorted and deduplicated).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Block {
+    /// The block.
+    pub cidr: Prefix,
+    /// Carved out of it.
+    pub except: Vec<Prefix>,
+}
+
+impl Block {
+    /// Parses an ipBlock.
+    pub fn parse(b: &IPBlock) -> Result<Self, crate::net::PrefixError> {
+        let cidr = Prefix::parse(&b.cidr)?;
+        let mut except = b
+            .except
+            .iter()
+            .flatten()
+            .map(|e| Prefix::parse(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        except.sort();
+        except.dedup();
+        Ok(Self { cidr, except })
+    }
+
+    /// Whether every address of `p` is in the block, assuming `p` is not
+    /// split by any prefix of the block (true for ipcache prefixes).
+    fn covers_region(&self, p: &Prefix) -> bool {
+        self.cidr.covers(p) && !self.except.iter().any(|e| e.covers(p))
+    }
+
+    /// Whether `ip` is in the block.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.cidr.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
+    }
+}
+
+impl fmt::Display for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.cidr)?;
+        for e in &self.except {
+            write!(f, "!{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What an identity stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdentityKey {
+    /// Namespace labels of a pod identity; `None` for addresses outside pods.
+    pub namespace_labels: Option<Labels>,
+    /// Pod labels (empty outside pods).
+    pub pod_labels: Labels,
+    /// ipBlocks (canonical text) that contain the addresses.
+    pub blocks: BTreeSet<String>,
+}
+
+/// Matches a label selector against labels; `Err` names an unknown operator.
+pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> Result<bool, String> {
+    for (k, v) in sel.match_labels.iter().flatten() {
+        if labels.get(k) != Some(v) {
+            return Ok(false);
+        }
+    }
+    for req in sel.match_expressions.iter().flatten() {
+        let values = req.values.as_deref().unwrap_or_default();
+        let has = labels.get(&req.key);
+        let ok = match req.operator.as_str() {
+            "In" => has.is_some_and(|v| values.contains(v)),
+            "NotIn" => !has.is_some_and(|v| values.contains(v)),
+            "Exists" => has.is_some(),
+            "DoesNotExist" => has.is_none(),
+            other => return Err(format!("unknown label selector operator {other:?}")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Identities and the ipcache of a world.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identities {
+    /// Allocated identities.
+    pub by_key: BTreeMap<IdentityKey, u32>,
+    /// ipcache entries: prefix to identity.
+    pub ipcache: BTreeMap<Prefix, u32>,
+    /// Identity of each pod, by index in `World::pods`.
+    pub pod_identity: Vec<u32>,
+    /// Next identity to allocate: never reused within a run of the agent.
+    pub next_id: u32,
+}
+
+impl Identities {
+    /// Allocates identities for `world`, keeping those of `prev`.
+    pub fn compute(world: &World, blocks: &[Block], prev: Option<&Self>) -> Self {
+        let mut next_id = prev.map_or(ID_FIRST_ALLOCATED, |p| p.next_id.max(ID_FIRST_ALLOCATED));
+        let mut by_key = BTreeMap::new();
+        let mut alloc = |key: IdentityKey, by_key: &mut BTreeMap<IdentityKey, u32>| -> u32 {
+            if key.namespace_labels.is_none() && key.blocks.is_empty() {
+                return ID_WORLD;
+            }
+            if let Some(id) = by_key.get(&key) {
+                return *id;
+            }
+            let id = match prev.and_then(|p| p.by_key.get(&key)) {
+                Some(id) => *id,
+                None => {
+                    let id = next_id;
+                    next_id += 1;
+                    id
+                }
+            };
+            by_key.insert(key, id);
+            id
+        };
+        let sig = |f: &dyn Fn(&Block) -> bool| -> BTreeSet<String> {
+            blocks.iter().filter(|b| f(b)).map(ToString::to_string).collect()
+        };
+
+        let mut pod_identity = Vec::with_capacity(world.pods.len());
+        let mut ipcache = BTreeMap::new();
+        // Prefixes of every cidr and except, and the whole space.
+        let mut prefixes: BTreeSet<Prefix> = BTreeSet::new();
+        prefixes.insert(Prefix::new(Ipv4Addr::UNSPECIFIED, 0));
+        for b in blocks {
+            prefixes.insert(b.cidr);
+            prefixes.extend(b.except.iter().copied());
+        }
+        for p in prefixes {
+            let key = IdentityKey {
+                namespace_labels: None,
+                pod_labels: Labels::new(),
+                blocks: sig(&|b: &Block| b.covers_region(&p)),
+            };
+            let id = alloc(key, &mut by_key);
+            ipcache.insert(p, id);
+        }
+        for pod in &world.pods {
+            let ns_labels = world
+                .namespace(&pod.namespace)
+                .map(crate::world::Namespace::effective_labels)
+                .unwrap_or_default();
+            let key = IdentityKey {
+                namespace_labels: Some(ns_labels),
+                pod_labels: pod.labels.clone(),
+                blocks: sig(&|b: &Block| b.contains(pod.ip)),
+            };
+            let id = alloc(key, &mut by_key);
+            pod_identity.push(id);
+            ipcache.insert(Prefix::new(pod.ip, 32), id);
+        }
+        // Keep prev ids of keys that vanished out of by_key; they are not reused
+        // because next_id only grows.
+        Self {
+            by_key,
+            ipcache,
+            pod_identity,
+            next_id,
+        }
+    }
+
+    /// Identities a policy peer selects; `policy_ns` is the policy's namespace.
+    pub fn select_peer(
+        &self,
+        peer: &NetworkPolicyPeer,
+        policy_ns: &str,
+    ) -> Result<BTreeSet<u32>, String> {
+        if let Some(ip_block) = &peer.ip_block {
+            let b = Block::parse(ip_block).map_err(|e| e.to_string())?.to_string();
+            return Ok(self
+                .by_key
+                .iter()
+                .filter(|(k, _)| k.blocks.contains(&b))
+                .map(|(_, id)| *id)
+                .collect());
+        }
+        let mut out = BTreeSet::new();
+        for (key, id) in &self.by_key {
+            let Some(ns_labels) = &key.namespace_labels else {
+                continue;
+            };
+            let ns_ok = match &peer.namespace_selector {
+                Some(sel) => selector_matches(sel, ns_labels)?,
+                None => ns_labels.get(crate::world::NAMESPACE_NAME_LABEL).map(String::as_str)
+                    == Some(policy_ns),
+            };
+            let pod_ok = match &peer.pod_selector {
+                Some(sel) => selector_matches(sel, &key.pod_labels)?,
+                None => true,
+            };
+            if ns_ok && pod_ok {
+                out.insert(*id);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,223 @@
+//! Flow events as users see them: decoded, named, filtered, printed (`plinth flows`).
+//!
+//! The agent turns each ring buffer record ([`crate::abi::FlowEvent`]) into a
+//! [`Flow`] and serves them as JSON lines; see `policies/README.md`.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::abi::{self, FlowEvent};
+
+/// Verdict reason names, by code (`bpf/lib/drop_reasons.h`).
+pub fn reason_name(code: u8) -> &'static str {
+    match code {
+        1 => "allowed-by-policy",
+        2 => "no-policy",
+        3 => "established",
+        4 => "reply",
+        5 => "unmanaged",
+        6 => "non-ip",
+        16 => "policy-denied",
+        17 => "fail-closed-map-full",
+        18 => "unsupported-l3",
+        19 => "fragment",
+        20 => "malformed",
+        32 => "ct-insert-failed",
+        33 => "events-lost",
+        _ => "unknown",
+    }
+}
+
+/// Every reason code, for metrics.
+pub const REASON_CODES: [u8; 13] = [1, 2, 3, 4, 5, 6, 16, 17, 18, 19, 20, 32, 33];
+
+/// Protocol name of an IP protocol number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "ICMP".to_owned(),
+        6 => "TCP".to_owned(),
+        17 => "UDP".to_owned(),
+        132 => "SCTP".to_owned(),
+        n => n.to_string(),
+    }
+}
+
+/// One end of a flow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEnd {
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// Port (0 without ports).
+    pub port: u16,
+    /// Namespace of the pod with this address, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pod with this address, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+/// A flow verdict, as `plinth flows` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Kernel monotonic time of the packet, ns.
+    pub time_ns: u64,
+    /// Client side of the packet.
+    pub source: FlowEnd,
+    /// Server side of the packet.
+    pub destination: FlowEnd,
+    /// `TCP`, `UDP`, `SCTP`, `ICMP` or a number.
+    pub protocol: String,
+    /// `ingress` or `egress`, seen from the local pod.
+    pub direction: String,
+    /// `allowed` or `denied`.
+    pub verdict: String,
+    /// Reason name (`policy-denied`, `allowed-by-policy`, ...).
+    pub reason: String,
+    /// Deciding policy, `ns/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Deciding rule, e.g. `ingress[0]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Identity of the remote address (0 when not looked up).
+    pub peer_identity: u32,
+    /// Interface index the packet was seen on.
+    pub ifindex: u32,
+}
+
+impl Flow {
+    /// Names an event; `pod_of` finds the pod of an address, `policy_of` the
+    /// name of a policy id.
+    pub fn from_event(
+        e: &FlowEvent,
+        pod_of: impl Fn(Ipv4Addr) -> Option<(String, String)>,
+        policy_of: impl Fn(u32) -> Option<String>,
+    ) -> Self {
+        let end = |ip: [u8; 4], port: u16| {
+            let ip = Ipv4Addr::from(ip);
+            let pod = pod_of(ip);
+            FlowEnd {
+                ip,
+                port: u16::from_be(port),
+                namespace: pod.as_ref().map(|p| p.0.clone()),
+                pod: pod.map(|p| p.1),
+            }
+        };
+        let direction = if e.dir == abi::DIR_INGRESS { "ingress" } else { "egress" };
+        let policy = (e.policy_id != 0).then(|| policy_of(e.policy_id)).flatten();
+        Self {
+            time_ns: e.ts_ns,
+            source: end(e.saddr, e.sport),
+            destination: end(e.daddr, e.dport),
+            protocol: proto_name(e.proto),
+            direction: direction.to_owned(),
+            verdict: if e.verdict == abi::VERDICT_ALLOWED { "allowed" } else { "denied" }.to_owned(),
+            reason: reason_name(e.reason).to_owned(),
+            rule: policy.as_ref().map(|_| format!("{direction}[{}]", e.rule)),
+            policy,
+            peer_identity: e.peer_id,
+            ifindex: e.ifindex,
+        }
+    }
+
+    /// One line of text, like `hubble observe`.
+    pub fn to_text(&self) -> String {
+        let end = |e: &FlowEnd| match (&e.namespace, &e.pod) {
+            (Some(ns), Some(p)) => format!("{ns}/{p}({}):{}", e.ip, e.port),
+            _ => format!("{}:{}", e.ip, e.port),
+        };
+        let by = match (&self.policy, &self.rule) {
+            (Some(p), Some(r)) => format!(" by {p} {r}"),
+            _ => String::new(),
+        };
+        format!(
+            "{} -> {} {} {} {} ({}){by}",
+            end(&self.source),
+            end(&self.destination),
+            self.protocol,
+            self.direction,
+            self.verdict.to_uppercase(),
+            self.reason
+        )
+    }
+}
+
+/// Which flows a client wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowFilter {
+    /// `ns/pod` or `pod`: either end matches.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Either end in this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `allowed` or `denied`.
+    #[serde(default)]
+    pub verdict: Option<String>,
+}
+
+impl FlowFilter {
+    /// Whether the flow passes the filter.
+    pub fn matches(&self, f: &Flow) -> bool {
+        let ends = [&f.source, &f.destination];
+        let pod_ok = self.pod.as_ref().is_none_or(|want| {
+            ends.iter().any(|e| match (&e.namespace, &e.pod, want.split_once('/')) {
+                (Some(ns), Some(p), Some((wns, wp))) => ns == wns && p == wp,
+                (_, Some(p), None) => p == want,
+                _ => false,
+            })
+        });
+        let ns_ok = self
+            .namespace
+            .as_ref()
+            .is_none_or(|want| ends.iter().any(|e| e.namespace.as_ref() == Some(want)));
+        let verdict_ok = self.verdict.as_ref().is_none_or(|v| v.eq_ignore_ascii_case(&f.verdict));
+        pod_ok && ns_ok && verdict_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> FlowEvent {
+        FlowEvent {
+            ts_ns: 5,
+            saddr: [198, 18, 0, 10],
+            daddr: [198, 18, 0, 11],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            ep_id: 1,
+            ifindex: 7,
+            peer_id: 300,
+            policy_id: 4,
+            rule: 1,
+            proto: 6,
+            dir: abi::DIR_INGRESS,
+            verdict: abi::VERDICT_ALLOWED,
+            reason: 1,
+            pad: [0; 6],
+        }
+    }
+
+    #[test]
+    fn flow_names_pods_policy_and_rule() {
+        let f = Flow::from_event(
+            &event(),
+            |ip| (ip == Ipv4Addr::new(198, 18, 0, 11)).then(|| ("x".to_owned(), "b".to_owned())),
+            |id| (id == 4).then(|| "x/allow-web".to_owned()),
+        );
+        assert_eq!(
+            f.to_text(),
+            "198.18.0.10:40000 -> x/b(198.18.0.11):80 TCP ingress ALLOWED (allowed-by-policy) by x/allow-web ingress[1]"
+        );
+        let only_denied = FlowFilter { verdict: Some("denied".into()), ..Default::default() };
+        assert!(!only_denied.matches(&f));
+        let pod_b = FlowFilter { pod: Some("x/b".into()), ..Default::default() };
+        assert!(pod_b.matches(&f));
+        let ns_y = FlowFilter { namespace: Some("y".into()), ..Default::default() };
+        assert!(!ns_y.matches(&f));
+    }
+}
