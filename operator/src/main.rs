@@ -1,1 +1,5 @@
-fn main() {}
+//! The `plinth` binary.
+
+fn main() -> std::process::ExitCode {
+    plinth_operator::cli::main()
+}

@@ -1,0 +1,97 @@
+//! Template helpers. Every helper's output is either escaped by [`super::escape::yaml_quote`] or written as one flow node.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError, RenderErrorReason,
+    ScopedJson,
+};
+
+use super::escape;
+
+/// Registers Plinth's helpers on a registry.
+pub fn register(hb: &mut Handlebars<'_>) {
+    hb.register_helper("json", Box::new(Json));
+    hb.register_helper("concat", Box::new(Concat));
+    hb.register_helper("default", Box::new(Default));
+}
+
+/// `{{json VALUE}}`: any value as one YAML flow node (numbers stay numbers, objects stay objects).
+#[derive(Debug, Clone, Copy)]
+struct Json;
+
+impl HelperDef for Json {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        if h.params().len() != 1 {
+            return Err(RenderErrorReason::Other("json takes exactly one value: {{json spec.replicas}}".into()).into());
+        }
+        let param = h.param(0).ok_or(RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
+        if param.is_value_missing() {
+            let path = param.relative_path().cloned().unwrap_or_default();
+            return Err(RenderErrorReason::MissingVariable(Some(path)).into());
+        }
+        let mut s = String::new();
+        escape::push_flow(&mut s, param.value());
+        out.write(&s)?;
+        Ok(())
+    }
+}
+
+/// `{{concat A B ...}}`: the parameters joined as one string (then quoted like any value).
+#[derive(Debug, Clone, Copy)]
+struct Concat;
+
+impl HelperDef for Concat {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let mut s = String::new();
+        for p in h.params() {
+            if p.is_value_missing() {
+                let path = p.relative_path().cloned().unwrap_or_default();
+                return Err(RenderErrorReason::MissingVariable(Some(path)).into());
+            }
+            match p.value() {
+                serde_json::Value::String(v) => s.push_str(v),
+                serde_json::Value::Null => {}
+                other => s.push_str(&other.to_string()),
+            }
+        }
+        Ok(ScopedJson::Derived(serde_json::Value::String(s)))
+    }
+}
+
+/// `{{default VALUE FALLBACK}}`: VALUE unless it is null, else FALLBACK.
+#[derive(Debug, Clone, Copy)]
+struct Default;
+
+impl HelperDef for Default {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let (Some(v), Some(fallback)) = (h.param(0), h.param(1)) else {
+            return Err(
+                RenderErrorReason::Other("default takes two values: {{default values.x \"fallback\"}}".into()).into(),
+            );
+        };
+        let chosen = if v.value().is_null() {
+            fallback.value()
+        } else {
+            v.value()
+        };
+        Ok(ScopedJson::Derived(chosen.clone()))
+    }
+}
