@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Plinth policy datapath: attached to the host side of each pod's veth.
  * tc ingress there sees the pod's egress, tc egress the pod's ingress.
- * Order: endpoint, parse, conntrack (hit: pass), then for a new flow the
+ * Order: endpoint (none: fail closed), parse, conntrack (hit: pass), then for a new flow the
  * ipcache identity of the peer and the policy maps; allowed new flows enter
  * conntrack. Every new-flow verdict is counted and reported as an event. */
 #include <linux/bpf.h>
@@ -33,10 +33,10 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	__u64 now;
 	int l3, ct;
 
-	if (!ep) {
-		metric_add(PLINTH_REASON_PASS_UNMANAGED, skb->len);
-		return TC_ACT_OK;
-	}
+	/* Attached only to endpoints whose entry was written first: a missing
+	 * entry means plinth_endpts was full. Fail closed. */
+	if (!ep)
+		return __verdict_drop(skb, PLINTH_DROP_FAIL_CLOSED);
 	enforce = ep->flags & (dir == PLINTH_DIR_INGRESS ? PLINTH_EP_ENFORCE_INGRESS
 							  : PLINTH_EP_ENFORCE_EGRESS);
 

@@ -2,8 +2,8 @@
 //!
 //! Pure parts (always built): [`world`], [`compile`], [`reference`],
 //! [`scenario`], [`flows`] types, [`abi`]. With the `bpf` feature: the BPF
-//! object, [`load`], [`agent`], the network-namespace fixture [`netns`] and
-//! the conformance runner [`conformance`].
+//! object, [`load`], [`agent`], the network-namespace fixture [`netns`],
+//! crafted packets [`testrun`] and the conformance runner [`conformance`].
 
 pub mod abi;
 pub mod compile;
@@ -21,3 +21,5 @@ pub mod conformance;
 pub mod load;
 #[cfg(feature = "bpf")]
 pub mod netns;
+#[cfg(feature = "bpf")]
+pub mod testrun;

@@ -1,1 +1,299 @@
-//! placeholder
+//! A test network: a "node" namespace routing between pod namespaces over veth pairs, with TCP/UDP servers.
+//!
+//! Every host lives in a namespace this fixture creates, with addresses from
+//! 198.18.0.0/15; the node namespace has no route anywhere else, so no packet
+//! leaves. Names carry the process id and a counter so parallel runs do not
+//! clash. Everything is removed on drop, also after a panic.
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+
+/// Address of the node on every host-side veth; pods route 198.18.0.0/15 via it.
+pub const NODE_GW: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
+
+/// The fixture failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// A command failed.
+    #[error("`{cmd}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its error output.
+        stderr: String,
+    },
+    /// A tool is missing.
+    #[error("cannot run `{tool}` ({source}): install iproute2")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Entering a namespace or opening a socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetnsError {
+    let what = what.into();
+    move |source| NetnsError::Io { what, source }
+}
+
+/// Runs `ip` with arguments.
+pub fn ip(args: &[&str]) -> Result<String, NetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|source| NetnsError::Tool { tool: "ip".into(), source })?;
+    if !out.status.success() {
+        return Err(NetnsError::Command {
+            cmd: format!("ip {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Moves the calling thread into network namespace `name` (`/run/netns/NAME`).
+pub fn enter(name: &str) -> Result<(), NetnsError> {
+    let f = File::open(format!("/run/netns/{name}")).map_err(io(format!("open netns {name}")))?;
+    setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Io {
+        what: format!("setns {name}"),
+        source: std::io::Error::from(e),
+    })
+}
+
+/// Runs `f` on a new thread inside namespace `name`.
+pub fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        enter(&name)?;
+        Ok(f())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(NetnsError::Io { what: "netns thread panicked".into(), source: std::io::Error::other("panic") }))
+}
+
+/// One pod of the test network.
+#[derive(Clone, Debug)]
+pub struct PodNet {
+    /// Its namespace.
+    pub netns: String,
+    /// Host-side veth, in the node namespace.
+    pub host_if: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+}
+
+/// A test network. Dropping it stops the servers and deletes the namespaces.
+#[derive(Debug)]
+pub struct TestNet {
+    /// The node namespace (routes, host-side veths, the datapath).
+    pub node: String,
+    /// The pods.
+    pub pods: Vec<PodNet>,
+    stop: Arc<AtomicBool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestNet {
+    /// Creates a node namespace and `n` pod namespaces with addresses
+    /// 198.18.0.10, .11, ... (`n` ≤ 200).
+    pub fn new(n: usize) -> Result<Self, NetnsError> {
+        let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let node = format!("plinth-{tag}-node");
+        let mut net = Self { node: node.clone(), pods: Vec::new(), stop: Arc::new(AtomicBool::new(false)), servers: Vec::new() };
+        ip(&["netns", "add", &node])?;
+        let sysctl = |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
+        sysctl(&node, "net.ipv4.ip_forward", "1")?;
+        sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
+        sysctl(&node, "net.ipv4.conf.default.rp_filter", "0")?;
+        sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
+        sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        ip(&["-n", &node, "link", "set", "lo", "up"])?;
+        for i in 0..n {
+            let pod_ns = format!("plinth-{tag}-p{i}");
+            let host_if = format!("plh{i}");
+            let addr = Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(200).min(200));
+            ip(&["netns", "add", &pod_ns])?;
+            net.pods.push(PodNet { netns: pod_ns.clone(), host_if: host_if.clone(), ip: addr });
+            sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            ip(&["-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns])?;
+            let a32 = format!("{addr}/32");
+            let gw = NODE_GW.to_string();
+            ip(&["-n", &pod_ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &pod_ns, "addr", "add", &a32, "dev", "eth0"])?;
+            ip(&["-n", &pod_ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &pod_ns, "route", "add", &gw, "dev", "eth0", "scope", "link"])?;
+            ip(&["-n", &pod_ns, "route", "add", "198.18.0.0/15", "via", &gw, "dev", "eth0"])?;
+            ip(&["-n", &node, "addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
+            ip(&["-n", &node, "link", "set", &host_if, "up"])?;
+            ip(&["-n", &node, "route", "add", &a32, "dev", &host_if, "scope", "link"])?;
+        }
+        Ok(net)
+    }
+
+    /// Starts TCP and UDP servers on `ports` in every pod; each answers
+    /// with `reply(pod index)`.
+    pub fn serve(&mut self, ports: &[u16], reply: impl Fn(usize) -> String) -> Result<(), NetnsError> {
+        for (i, pod) in self.pods.iter().enumerate() {
+            let ports = ports.to_vec();
+            let (tcp, udp) = in_netns(&pod.netns, move || -> Result<(Vec<TcpListener>, Vec<UdpSocket>), NetnsError> {
+                let mut t = Vec::new();
+                let mut u = Vec::new();
+                for p in ports {
+                    let l = TcpListener::bind(("0.0.0.0", p)).map_err(io(format!("listen tcp/{p}")))?;
+                    l.set_nonblocking(true).map_err(io("nonblocking"))?;
+                    t.push(l);
+                    let s = UdpSocket::bind(("0.0.0.0", p)).map_err(io(format!("bind udp/{p}")))?;
+                    s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("timeout"))?;
+                    u.push(s);
+                }
+                Ok((t, u))
+            })??;
+            let msg = reply(i);
+            for l in tcp {
+                let (stop, msg) = (Arc::clone(&self.stop), msg.clone());
+                self.servers.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match l.accept() {
+                            Ok((mut s, _)) => {
+                                let _ = s.write_all(msg.as_bytes());
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                        }
+                    }
+                }));
+            }
+            for s in udp {
+                let (stop, msg) = (Arc::clone(&self.stop), msg.clone());
+                self.servers.push(std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((_, from)) = s.recv_from(&mut buf) {
+                            let _ = s.send_to(msg.as_bytes(), from);
+                        }
+                    }
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes from pod `from` to every `(to, protocol, port)` concurrently;
+    /// a probe succeeds when the server's reply arrives within `timeout`.
+    pub fn probe_many(&self, from: usize, targets: &[(usize, String, u16)], timeout: Duration) -> Result<Vec<Option<String>>, NetnsError> {
+        let socks = {
+            let targets: Vec<(String, u16)> = targets.iter().map(|(_, p, port)| (p.clone(), *port)).collect();
+            in_netns(&self.pods[from].netns, move || -> Result<Vec<socket2::Socket>, NetnsError> {
+                targets
+                    .iter()
+                    .map(|(proto, _)| {
+                        let ty = if proto == "UDP" { socket2::Type::DGRAM } else { socket2::Type::STREAM };
+                        let s = socket2::Socket::new(socket2::Domain::IPV4, ty, None).map_err(io("socket"))?;
+                        // A fresh source port per probe: no conntrack entry of an
+                        // earlier probe can answer for this one.
+                        let port = next_client_port();
+                        s.set_reuse_address(true).map_err(io("reuseaddr"))?;
+                        s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into()).map_err(io(format!("bind client port {port}")))?;
+                        Ok(s)
+                    })
+                    .collect()
+            })??
+        };
+        let handles: Vec<JoinHandle<Option<String>>> = socks
+            .into_iter()
+            .zip(targets)
+            .map(|(s, (to, proto, port))| {
+                let dst = SocketAddr::V4(SocketAddrV4::new(self.pods[*to].ip, *port));
+                let udp = proto == "UDP";
+                std::thread::spawn(move || probe_one(s, dst, udp, timeout))
+            })
+            .collect();
+        Ok(handles.into_iter().map(|h| h.join().ok().flatten()).collect())
+    }
+
+    /// Opens a TCP connection from pod `from` to `to:port` and keeps it.
+    pub fn connect(&self, from: usize, to: usize, port: u16) -> Result<std::net::TcpStream, NetnsError> {
+        let dst = SocketAddr::V4(SocketAddrV4::new(self.pods[to].ip, port));
+        in_netns(&self.pods[from].netns, move || {
+            std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).map_err(io(format!("connect {dst}")))
+        })?
+    }
+}
+
+static CLIENT_PORT: AtomicU16 = AtomicU16::new(0);
+
+fn next_client_port() -> u16 {
+    // 20000..=59999, starting at a point that depends on the process.
+    let n = CLIENT_PORT.fetch_add(1, Ordering::Relaxed);
+    let base = (std::process::id() % 40000) as u16;
+    20000 + (base.wrapping_add(n) % 40000)
+}
+
+fn probe_one(s: socket2::Socket, dst: SocketAddr, udp: bool, timeout: Duration) -> Option<String> {
+    let mut buf = [0u8; 64];
+    if udp {
+        let u: UdpSocket = s.into();
+        u.set_read_timeout(Some(timeout)).ok()?;
+        u.send_to(b"probe", dst).ok()?;
+        let (n, from) = u.recv_from(&mut buf).ok()?;
+        (from == dst).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    } else {
+        s.connect_timeout(&dst.into(), timeout).ok()?;
+        let mut t: std::net::TcpStream = s.into();
+        t.set_read_timeout(Some(timeout)).ok()?;
+        let n = t.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.servers.drain(..) {
+            let _ = h.join();
+        }
+        for p in &self.pods {
+            let _ = ip(&["netns", "del", &p.netns]);
+        }
+        let _ = ip(&["netns", "del", &self.node]);
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf when nothing is mounted there.
+pub fn ensure_bpffs() -> Result<(), NetnsError> {
+    let is_bpf = nix::sys::statfs::statfs("/sys/fs/bpf").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+    if is_bpf {
+        return Ok(());
+    }
+    nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|e| NetnsError::Io { what: "mount -t bpf bpf /sys/fs/bpf".into(), source: std::io::Error::from(e) })
+}
+
+/// Host-side interface of the route to `ip` in this thread's namespace
+/// (`/proc/thread-self/net/route`), as the agent finds pod interfaces.
+pub fn route_interface(ip: Ipv4Addr) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
+    crate::agent::routes::interface_for(&text, ip)
+}

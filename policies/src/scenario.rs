@@ -252,6 +252,9 @@ pub fn step_probes(step: &Step) -> Vec<Probe> {
     }
 }
 
+/// Top-left cell of a printed table: rows are clients, columns servers.
+pub const CORNER: &str = "from\\to";
+
 /// A square table of verdicts between the pods of a world, `[from][to]`;
 /// `None` on the diagonal (a pod talking to itself never crosses its veth).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -292,7 +295,12 @@ impl Table {
     pub fn parse(text: &str, world: &World) -> Result<Self, String> {
         let pods = names(world);
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-        let header: Vec<&str> = lines.next().ok_or("empty table")?.split_whitespace().collect();
+        let header: Vec<&str> = lines
+            .next()
+            .ok_or("empty table")?
+            .split_whitespace()
+            .filter(|w| *w != CORNER)
+            .collect();
         let cols: Vec<usize> = header
             .iter()
             .map(|h| pods.iter().position(|p| p == h).ok_or_else(|| format!("unknown pod {h} in header")))
@@ -328,8 +336,8 @@ impl Table {
 
     /// The printed format (which [`Table::parse`] reads back).
     pub fn render(&self) -> String {
-        let w = self.pods.iter().map(String::len).max().unwrap_or(3);
-        let mut s = format!("{:w$}", "");
+        let w = self.pods.iter().map(String::len).max().unwrap_or(3).max(CORNER.len());
+        let mut s = format!("{CORNER:w$}");
         for p in &self.pods {
             let _ = write!(s, " {p:>w$}");
         }

@@ -9,7 +9,7 @@
 #define PLINTH_REASON_ALLOW_NO_POLICY 2   /* the endpoint is not selected in this direction */
 #define PLINTH_REASON_ALLOW_ESTABLISHED 3 /* conntrack hit, original direction */
 #define PLINTH_REASON_ALLOW_REPLY 4       /* conntrack hit, reply direction */
-#define PLINTH_REASON_PASS_UNMANAGED 5    /* interface without an endpoint */
+#define PLINTH_REASON_PASS_UNMANAGED 5    /* retired: unknown endpoints fail closed */
 #define PLINTH_REASON_PASS_NON_IP 6       /* ARP and other non-IP frames */
 
 #define PLINTH_DROP_POLICY 16       /* selected endpoint, no rule allows */

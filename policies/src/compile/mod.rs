@@ -10,7 +10,7 @@ pub mod identity;
 use std::collections::{BTreeMap, BTreeSet};
 
 
-pub use diff::{Diff, MapDiff, diff};
+pub use diff::{Diff, MapDiff, diff, map_diff};
 pub use entries::RangeKey;
 pub use identity::{Block, Identities, IdentityKey};
 
