@@ -24,3 +24,28 @@ fn check(file: &str) {
 fn default_deny() {
     check("default-deny.yaml");
 }
+
+#[test]
+fn selectors() {
+    check("selectors.yaml");
+}
+
+#[test]
+fn ports() {
+    check("ports.yaml");
+}
+
+#[test]
+fn stacked() {
+    check("stacked.yaml");
+}
+
+#[test]
+fn updates() {
+    check("updates.yaml");
+}
+
+#[test]
+fn ipblock() {
+    check("ipblock.yaml");
+}
