@@ -38,6 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,8 +55,8 @@ use kube::{Api, Client, Config};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SerialNumber,
 };
 use tokio::sync::OnceCell;
 
@@ -232,6 +233,21 @@ impl ControlPlane {
             .unwrap_or_else(|error| panic!("build a client for user {user:?}: {error:#}"))
     }
 
+    /// A client authenticated as the service account `namespace/name`: user
+    /// `system:serviceaccount:<namespace>:<name>` in the groups `system:serviceaccounts`
+    /// and `system:serviceaccounts:<namespace>`, so RBAC bindings that name the
+    /// service account (as the Helm chart's do) apply to it. The service account
+    /// itself need not exist.
+    ///
+    /// # Panics
+    /// When the kubeconfig cannot be made or loaded.
+    pub async fn client_for_service_account(&self, namespace: &str, name: &str) -> Client {
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let namespace_group = format!("system:serviceaccounts:{namespace}");
+        self.client_for(&user, &["system:serviceaccounts", &namespace_group])
+            .await
+    }
+
     /// Creates a namespace named `<prefix>-<random>` for one test and waits for its
     /// `default` service account.
     ///
@@ -290,8 +306,7 @@ impl ControlPlane {
     /// # Panics
     /// On an external cluster.
     pub fn stop_apiserver(&self) {
-        self.local("stop the kube-apiserver")
-            .stop(Component::ApiServer);
+        self.local("stop the kube-apiserver").stop(Component::ApiServer);
     }
 
     /// Starts the kube-apiserver again with the same flags and port, and waits until it is ready.
@@ -393,9 +408,7 @@ impl Drop for TestNamespace {
         let name = self.name.clone();
         let kubeconfig = self.kubeconfig.clone();
         let deleted = std::thread::spawn(move || -> anyhow::Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let client = client_from_kubeconfig(&kubeconfig).await?;
                 Api::<Namespace>::all(client)
@@ -447,13 +460,7 @@ where
 ///
 /// # Panics
 /// When the pods do not appear within `timeout` or a status cannot be written.
-pub async fn mark_pods_ready(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    count: usize,
-    timeout: Duration,
-) {
+pub async fn mark_pods_ready(client: &Client, namespace: &str, selector: &str, count: usize, timeout: Duration) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(selector);
     eventually(
@@ -462,11 +469,7 @@ pub async fn mark_pods_ready(
         || {
             let pods = pods.clone();
             let params = params.clone();
-            async move {
-                pods.list(&params)
-                    .await
-                    .is_ok_and(|list| list.items.len() >= count)
-            }
+            async move { pods.list(&params).await.is_ok_and(|list| list.items.len() >= count) }
         },
     )
     .await;
@@ -544,11 +547,7 @@ impl Binaries {
             .into_iter()
             .chain(
                 std::env::var_os("PATH")
-                    .map(|path| {
-                        std::env::split_paths(&path)
-                            .map(|p| p.join("etcd"))
-                            .collect::<Vec<_>>()
-                    })
+                    .map(|path| std::env::split_paths(&path).map(|p| p.join("etcd")).collect::<Vec<_>>())
                     .unwrap_or_default(),
             )
             .chain([PathBuf::from("/usr/bin/etcd")])
@@ -563,10 +562,7 @@ impl Binaries {
             }
         }
         if etcd.is_none() {
-            missing.push(format!(
-                "etcd (looked in {}, PATH and /usr/bin)",
-                dir.display()
-            ));
+            missing.push(format!("etcd (looked in {}, PATH and /usr/bin)", dir.display()));
         }
         match etcd {
             Some(etcd) if missing.is_empty() => Binaries {
@@ -583,7 +579,6 @@ impl Binaries {
 }
 
 fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
     fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
@@ -701,8 +696,10 @@ impl LocalPlane {
     /// Makes the state directory, the PKI and the admin kubeconfig.
     fn prepare(state_dir: PathBuf, binaries: Binaries) -> anyhow::Result<LocalPlane> {
         for sub in ["pki", "logs", "kubeconfigs", "etcd", "apiserver"] {
-            fs::create_dir_all(state_dir.join(sub))
-                .with_context(|| format!("create {}", state_dir.join(sub).display()))?;
+            let dir = state_dir.join(sub);
+            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restrict {}", dir.display()))?;
         }
         let keep_state = std::env::var(KEEP_STATE_ENV).is_ok_and(|v| v == "1" || v == "true");
         let pki = Pki::create(state_dir.join("pki"))?;
@@ -718,11 +715,7 @@ impl LocalPlane {
             &cert,
             &key,
         )?;
-        let (cert, key) = pki.issue_client(
-            "kube-controller-manager",
-            "system:kube-controller-manager",
-            &[],
-        )?;
+        let (cert, key) = pki.issue_client("kube-controller-manager", "system:kube-controller-manager", &[])?;
         write_kubeconfig(
             &state_dir.join("kubeconfigs/kube-controller-manager.kubeconfig"),
             &server,
@@ -761,9 +754,7 @@ impl LocalPlane {
                 break;
             }
             if Instant::now() > deadline {
-                bail!(
-                    "kube-controller-manager did not create the default service account within {READY_TIMEOUT:?}"
-                );
+                bail!("kube-controller-manager did not create the default service account within {READY_TIMEOUT:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -777,9 +768,7 @@ impl LocalPlane {
     }
 
     fn log_path(&self, component: Component) -> PathBuf {
-        self.state_dir
-            .join("logs")
-            .join(format!("{}.log", component.name()))
+        self.state_dir.join("logs").join(format!("{}.log", component.name()))
     }
 
     fn command(&self, component: Component) -> Command {
@@ -836,8 +825,7 @@ impl LocalPlane {
                 command.args([
                     format!(
                         "--kubeconfig={}",
-                        dir.join("kubeconfigs/kube-controller-manager.kubeconfig")
-                            .display()
+                        dir.join("kubeconfigs/kube-controller-manager.kubeconfig").display()
                     ),
                     "--leader-elect=false".to_owned(),
                     // No serving ports: nothing to collide with other control planes.
@@ -857,9 +845,7 @@ impl LocalPlane {
     }
 
     fn lock(&self) -> MutexGuard<'_, Processes> {
-        self.processes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.processes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn spawn(&self, component: Component) -> anyhow::Result<()> {
@@ -880,13 +866,8 @@ impl LocalPlane {
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicate the log file")?)
             .stderr(log);
-        let child = spawn_tied_to_this_process(command).with_context(|| {
-            format!(
-                "start {} ({})",
-                component.name(),
-                self.binaries_hint(component)
-            )
-        })?;
+        let child = spawn_tied_to_this_process(command)
+            .with_context(|| format!("start {} ({})", component.name(), self.binaries_hint(component)))?;
         tracing::debug!(component = component.name(), pid = child.id(), "started");
         self.lock().running.push(Process { component, child });
         Ok(())
@@ -919,11 +900,7 @@ impl LocalPlane {
     fn check_running(&self) -> anyhow::Result<()> {
         let mut processes = self.lock();
         for process in &mut processes.running {
-            if let Some(status) = process
-                .child
-                .try_wait()
-                .context("check a control plane process")?
-            {
+            if let Some(status) = process.child.try_wait().context("check a control plane process")? {
                 bail!(
                     "{} exited ({status}); its log is {}",
                     process.component.name(),
@@ -969,25 +946,17 @@ impl LocalPlane {
     }
 
     fn logs_mention(&self, needle: &str) -> bool {
-        [
-            Component::Etcd,
-            Component::ApiServer,
-            Component::ControllerManager,
-        ]
-        .into_iter()
-        .any(|c| fs::read_to_string(self.log_path(c)).is_ok_and(|text| text.contains(needle)))
+        [Component::Etcd, Component::ApiServer, Component::ControllerManager]
+            .into_iter()
+            .any(|c| fs::read_to_string(self.log_path(c)).is_ok_and(|text| text.contains(needle)))
     }
 
     fn diagnostics(&self) -> Diagnostics {
         Diagnostics {
-            logs: [
-                Component::Etcd,
-                Component::ApiServer,
-                Component::ControllerManager,
-            ]
-            .into_iter()
-            .map(|c| (c.name().to_owned(), self.log_path(c)))
-            .collect(),
+            logs: [Component::Etcd, Component::ApiServer, Component::ControllerManager]
+                .into_iter()
+                .map(|c| (c.name().to_owned(), self.log_path(c)))
+                .collect(),
             state_dir: Some(self.state_dir.clone()),
             note: format!("test control plane at {}", self.server),
         }
@@ -998,10 +967,7 @@ impl LocalPlane {
         self.stop(Component::ApiServer);
         self.stop(Component::Etcd);
         if panicking || self.keep_state {
-            eprintln!(
-                "test control plane state kept in {}",
-                self.state_dir.display()
-            );
+            eprintln!("test control plane state kept in {}", self.state_dir.display());
             if panicking {
                 self.diagnostics().print();
             }
@@ -1039,11 +1005,8 @@ impl ExternalCluster {
                 kubeconfig.display()
             )
         })?;
-        let config = Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig)?,
-            &KubeConfigOptions::default(),
-        )
-        .await?;
+        let config =
+            Config::from_custom_kubeconfig(Kubeconfig::read_from(&kubeconfig)?, &KubeConfigOptions::default()).await?;
         let scratch = std::env::temp_dir()
             .join("plinth-control-plane")
             .join(unique_name(&format!("{}", std::process::id())));
@@ -1077,12 +1040,9 @@ impl ExternalCluster {
             .and_then(|a| a.auth_info.as_mut())
             .with_context(|| format!("user {user_name} not found in the kubeconfig"))?;
         auth.impersonate = Some(user.to_owned());
-        auth.impersonate_groups =
-            (!groups.is_empty()).then(|| groups.iter().map(|g| (*g).to_owned()).collect());
+        auth.impersonate_groups = (!groups.is_empty()).then(|| groups.iter().map(|g| (*g).to_owned()).collect());
         let n = self.minted.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .scratch
-            .join(format!("{}-{n}.kubeconfig", sanitize(user)));
+        let path = self.scratch.join(format!("{}-{n}.kubeconfig", sanitize(user)));
         let text = serde_json::to_string_pretty(&config)?;
         write_private(&path, text.as_bytes())?;
         Ok(path)
@@ -1156,9 +1116,7 @@ impl Pki {
         let ca_key = KeyPair::generate().context("generate the CA key")?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.distinguished_name = DistinguishedName::new();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "plinth-test-ca");
+        ca_params.distinguished_name.push(DnType::CommonName, "plinth-test-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -1166,10 +1124,7 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
         ];
         ca_params.serial_number = Some(SerialNumber::from(1u64));
-        let ca_pem = ca_params
-            .self_signed(&ca_key)
-            .context("self-sign the CA")?
-            .pem();
+        let ca_pem = ca_params.self_signed(&ca_key).context("self-sign the CA")?.pem();
         write_private(&dir.join("ca.crt"), ca_pem.as_bytes())?;
         write_private(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
 
@@ -1202,38 +1157,22 @@ impl Pki {
         pki.issue("apiserver", &serving)?;
 
         let service_accounts = KeyPair::generate().context("generate the service-account key")?;
-        write_private(
-            &pki.dir.join("sa.key"),
-            service_accounts.serialize_pem().as_bytes(),
-        )?;
-        write_private(
-            &pki.dir.join("sa.pub"),
-            service_accounts.public_key_pem().as_bytes(),
-        )?;
+        write_private(&pki.dir.join("sa.key"), service_accounts.serialize_pem().as_bytes())?;
+        write_private(&pki.dir.join("sa.pub"), service_accounts.public_key_pem().as_bytes())?;
         Ok(pki)
     }
 
-    fn leaf_params(
-        &self,
-        common_name: &str,
-        organizations: &[&str],
-    ) -> anyhow::Result<CertificateParams> {
+    fn leaf_params(&self, common_name: &str, organizations: &[&str]) -> anyhow::Result<CertificateParams> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         // A distinguished name holds one value per attribute type; the second group
         // goes in as the same attribute (organizationName, 2.5.4.10) spelled as a custom type.
         match organizations {
             [] => {}
-            [one] => params
-                .distinguished_name
-                .push(DnType::OrganizationName, *one),
+            [one] => params.distinguished_name.push(DnType::OrganizationName, *one),
             [one, two] => {
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, *one);
+                params.distinguished_name.push(DnType::OrganizationName, *one);
                 params
                     .distinguished_name
                     .push(DnType::CustomDnType(vec![2, 5, 4, 10]), *two);
@@ -1243,13 +1182,8 @@ impl Pki {
                 more.len()
             ),
         }
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.serial_number = Some(SerialNumber::from(
-            self.serial.fetch_add(1, Ordering::Relaxed),
-        ));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.serial_number = Some(SerialNumber::from(self.serial.fetch_add(1, Ordering::Relaxed)));
         Ok(params)
     }
 
@@ -1267,12 +1201,7 @@ impl Pki {
         Ok((cert, key))
     }
 
-    fn issue_client(
-        &self,
-        stem: &str,
-        user: &str,
-        groups: &[&str],
-    ) -> anyhow::Result<(String, String)> {
+    fn issue_client(&self, stem: &str, user: &str, groups: &[&str]) -> anyhow::Result<(String, String)> {
         let mut params = self.leaf_params(user, groups)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(stem, &params)
@@ -1325,8 +1254,7 @@ fn write_kubeconfig(
 /// A client from a kubeconfig file, bound to the current runtime.
 pub async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<Client> {
     install_crypto_provider();
-    let kubeconfig = Kubeconfig::read_from(path)
-        .with_context(|| format!("read kubeconfig {}", path.display()))?;
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("read kubeconfig {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("load kubeconfig {}", path.display()))?;

@@ -19,8 +19,8 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
-    PatchParams, PostParams, WatchEvent, WatchParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
 };
 use kube::{Api, Client};
 use plinth_tests::control_plane::{self, ControlPlane, KUBE_VERSION};
@@ -41,11 +41,7 @@ fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
             name: Some(name.to_owned()),
             ..ObjectMeta::default()
         },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ),
+        data: Some(data.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
         ..ConfigMap::default()
     }
 }
@@ -63,21 +59,14 @@ async fn starts_ready_and_reports_its_version() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
     let readyz = client
-        .request_text(
-            http::Request::get("/readyz?verbose")
-                .body(Vec::new())
-                .unwrap(),
-        )
+        .request_text(http::Request::get("/readyz?verbose").body(Vec::new()).unwrap())
         .await
         .unwrap();
     assert!(readyz.contains("readyz check passed"), "{readyz}");
     let version = client.apiserver_version().await.unwrap();
     if cp.is_local() {
         assert_eq!(version.git_version, KUBE_VERSION);
-        assert_eq!(
-            (version.major.as_str(), version.minor.as_str()),
-            ("1", "20")
-        );
+        assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "20"));
     } else {
         assert_eq!(version.major, "1");
     }
@@ -140,10 +129,7 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
     })
     .await;
 
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(&group, "v1", "Widget"),
-        "widgets",
-    );
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Widget"), "widgets");
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &resource);
     let widget = |name: &str, spec: serde_json::Value| -> DynamicObject {
         serde_json::from_value(json!({
@@ -156,10 +142,7 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
     };
 
     // The discovery of a new CRD can lag its Established condition by a moment.
-    let good = widget(
-        "good",
-        json!({ "size": 3, "color": "red", "unknown": "dropped" }),
-    );
+    let good = widget("good", json!({ "size": 3, "color": "red", "unknown": "dropped" }));
     control_plane::eventually("the Widget resource to be served", WAIT, || {
         let widgets = widgets.clone();
         let good = good.clone();
@@ -183,11 +166,7 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
         ("wrong-type", json!({ "size": "three" }), "spec.size"),
         ("too-big", json!({ "size": 11 }), "spec.size"),
         ("missing", json!({ "color": "red" }), "spec.size"),
-        (
-            "bad-enum",
-            json!({ "size": 2, "color": "green" }),
-            "spec.color",
-        ),
+        ("bad-enum", json!({ "size": 2, "color": "green" }), "spec.color"),
     ] {
         let error = widgets
             .create(&PostParams::default(), &widget(name, spec))
@@ -202,9 +181,7 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
     }
     assert!(widgets.get_opt("wrong-type").await.unwrap().is_none());
 
-    crds.delete(&crd_name, &DeleteParams::default())
-        .await
-        .unwrap();
+    crds.delete(&crd_name, &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -278,17 +255,12 @@ async fn watch_delivers_added_modified_deleted() {
     let cms: Api<ConfigMap> = Api::namespaced(client, ns.name());
     let list = cms.list(&ListParams::default()).await.unwrap();
     let version = list.metadata.resource_version.unwrap();
-    let params = WatchParams::default()
-        .fields("metadata.name=watched")
-        .timeout(60);
+    let params = WatchParams::default().fields("metadata.name=watched").timeout(60);
     let mut events = cms.watch(&params, &version).await.unwrap().boxed();
 
-    cms.create(
-        &PostParams::default(),
-        &config_map("watched", &[("step", "1")]),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &config_map("watched", &[("step", "1")]))
+        .await
+        .unwrap();
     cms.patch(
         "watched",
         &PatchParams::default(),
@@ -296,9 +268,7 @@ async fn watch_delivers_added_modified_deleted() {
     )
     .await
     .unwrap();
-    cms.delete("watched", &DeleteParams::default())
-        .await
-        .unwrap();
+    cms.delete("watched", &DeleteParams::default()).await.unwrap();
 
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -340,23 +310,15 @@ async fn garbage_collector_deletes_dependents_of_a_deleted_owner() {
         controller: Some(true),
     };
     let post = PostParams::default();
-    let doomed_owner = cms
-        .create(&post, &config_map("doomed-owner", &[]))
-        .await
-        .unwrap();
-    let kept_owner = cms
-        .create(&post, &config_map("kept-owner", &[]))
-        .await
-        .unwrap();
+    let doomed_owner = cms.create(&post, &config_map("doomed-owner", &[])).await.unwrap();
+    let kept_owner = cms.create(&post, &config_map("kept-owner", &[])).await.unwrap();
     for (name, owner) in [("doomed-child", &doomed_owner), ("kept-child", &kept_owner)] {
         let mut child = config_map(name, &[]);
         child.metadata.owner_references = Some(vec![owned_by(owner)]);
         cms.create(&post, &child).await.unwrap();
     }
 
-    cms.delete("doomed-owner", &DeleteParams::background())
-        .await
-        .unwrap();
+    cms.delete("doomed-owner", &DeleteParams::background()).await.unwrap();
     control_plane::eventually("the garbage collector to delete doomed-child", WAIT, || {
         let cms = cms.clone();
         async move { cms.get_opt("doomed-child").await.unwrap().is_none() }
@@ -389,10 +351,7 @@ async fn deployment_controller_creates_replica_sets_and_pods_can_be_marked_ready
         }
     }))
     .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
 
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns.name());
     control_plane::eventually("a ReplicaSet for the Deployment", WAIT, || {
@@ -407,19 +366,15 @@ async fn deployment_controller_creates_replica_sets_and_pods_can_be_marked_ready
     .await;
 
     control_plane::mark_pods_ready(&client, ns.name(), "app=web", 2, WAIT).await;
-    control_plane::eventually(
-        "the Deployment to report 2 available replicas",
-        WAIT,
-        || {
-            let deployments = deployments.clone();
-            async move {
-                deployments
-                    .get_status("web")
-                    .await
-                    .is_ok_and(|d| d.status.and_then(|s| s.available_replicas) == Some(2))
-            }
-        },
-    )
+    control_plane::eventually("the Deployment to report 2 available replicas", WAIT, || {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get_status("web")
+                .await
+                .is_ok_and(|d| d.status.and_then(|s| s.available_replicas) == Some(2))
+        }
+    })
     .await;
 }
 
@@ -431,10 +386,7 @@ async fn rbac_grants_a_named_identity_only_what_it_is_bound_to() {
     let other = cp.namespace("rbac-other").await;
     let admin = cp.client().await;
     Api::<ConfigMap>::namespaced(admin.clone(), ns.name())
-        .create(
-            &PostParams::default(),
-            &config_map("visible", &[("k", "v")]),
-        )
+        .create(&PostParams::default(), &config_map("visible", &[("k", "v")]))
         .await
         .unwrap();
 
@@ -502,11 +454,7 @@ async fn rbac_grants_a_named_identity_only_what_it_is_bound_to() {
             .filter_map(|cm| cm.metadata.name)
             .collect();
         assert!(names.contains(&"visible".to_owned()), "{who}: {names:?}");
-        assert_forbidden(
-            who,
-            cms.create(&PostParams::default(), &config_map("nope", &[]))
-                .await,
-        );
+        assert_forbidden(who, cms.create(&PostParams::default(), &config_map("nope", &[])).await);
         assert_forbidden(
             who,
             Api::<Secret>::namespaced(client.clone(), ns.name())
@@ -528,6 +476,42 @@ async fn rbac_grants_a_named_identity_only_what_it_is_bound_to() {
     );
 }
 
+#[tokio::test]
+async fn rbac_bindings_to_a_service_account_apply_to_its_client() {
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    let ns = cp.namespace("rbac-sa").await;
+    let admin = cp.client().await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": { "name": "operator-view" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": ns.name() }],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin, ns.name())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let operator = cp.client_for_service_account(ns.name(), "operator").await;
+    let cms: Api<ConfigMap> = Api::namespaced(operator.clone(), ns.name());
+    cms.list(&ListParams::default()).await.unwrap();
+    assert_forbidden(
+        "operator",
+        cms.create(&PostParams::default(), &config_map("nope", &[])).await,
+    );
+    // Another service account of the same namespace is not bound.
+    let other = cp.client_for_service_account(ns.name(), "other").await;
+    assert_forbidden(
+        "other",
+        Api::<ConfigMap>::namespaced(other, ns.name())
+            .list(&ListParams::default())
+            .await,
+    );
+}
+
 fn assert_forbidden<T: std::fmt::Debug>(who: &str, result: Result<T, kube::Error>) {
     match result {
         Err(error) => assert_eq!(status_code(&error), Some(403), "{who}: {error}"),
@@ -542,12 +526,9 @@ async fn local_apiserver_restart_keeps_data_in_etcd() {
     let ns = cp.namespace("restart").await;
     let client: Client = cp.client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
-    cms.create(
-        &PostParams::default(),
-        &config_map("survivor", &[("kept", "yes")]),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &config_map("survivor", &[("kept", "yes")]))
+        .await
+        .unwrap();
 
     cp.stop_apiserver();
     assert!(cms.get("survivor").await.is_err(), "the API server is down");
