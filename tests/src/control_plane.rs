@@ -49,7 +49,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use nix::sys::signal::{Signal, killpg};
@@ -296,6 +299,83 @@ impl ControlPlane {
         }
     }
 
+    /// The API server's minor version (`20` for the local control plane).
+    ///
+    /// # Panics
+    /// When the server cannot be reached or reports an unreadable version.
+    pub async fn server_minor_version(&self) -> u32 {
+        let version = self
+            .client()
+            .await
+            .apiserver_version()
+            .await
+            .expect("read the API server's version");
+        version
+            .minor
+            .trim_end_matches('+')
+            .parse()
+            .unwrap_or_else(|_| panic!("unreadable minor version {:?}", version.minor))
+    }
+
+    /// Installs (creates or replaces) a CRD and waits until its resources are served.
+    ///
+    /// On servers older than 1.25 (the local control plane is 1.20) the CEL
+    /// validation rules (`x-kubernetes-validations`) are removed first: such a
+    /// server cannot store them, and refuses them in a server-side apply. The
+    /// operator and `plinth validate` check those rules themselves.
+    ///
+    /// # Panics
+    /// When the CRD is refused or not established within two minutes.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> CustomResourceDefinition {
+        let mut crd = crd.clone();
+        if self.server_minor_version().await < 25 {
+            strip_cel_rules(&mut crd);
+        }
+        let name = crd.metadata.name.clone().expect("the CRD has a name");
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client().await);
+        let installed = match crds.get_opt(&name).await.expect("look up the CRD") {
+            None => crds.create(&PostParams::default(), &crd).await,
+            Some(existing) => {
+                crd.metadata.resource_version = existing.metadata.resource_version;
+                crds.replace(&name, &PostParams::default(), &crd).await
+            }
+        }
+        .unwrap_or_else(|error| panic!("install CRD {name}: {error}"));
+        eventually(&format!("CRD {name} to be established"), READY_TIMEOUT, || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                crds.get(&name).await.is_ok_and(|crd| {
+                    crd.status
+                        .and_then(|status| status.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+            }
+        })
+        .await;
+        // Discovery can lag the Established condition: wait until a list is served.
+        let client = self.client().await;
+        for version in installed.spec.versions.iter().filter(|v| v.served) {
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(&installed.spec.group, &version.name, &installed.spec.names.kind),
+                &installed.spec.names.plural,
+            );
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            eventually(
+                &format!("{} {} to be served", name, version.name),
+                READY_TIMEOUT,
+                || {
+                    let api = api.clone();
+                    async move { api.list(&ListParams::default().limit(1)).await.is_ok() }
+                },
+            )
+            .await;
+        }
+        installed
+    }
+
     /// Prints the tails of the processes' logs to stderr (shown with a failing test's output).
     pub fn print_logs(&self) {
         self.diagnostics().print();
@@ -426,6 +506,27 @@ impl Drop for TestNamespace {
             Err(_) => {
                 tracing::warn!(namespace = %self.name, "deleting the test namespace panicked")
             }
+        }
+    }
+}
+
+/// Removes CEL validation rules (`x-kubernetes-validations`) from every schema of a CRD.
+pub fn strip_cel_rules(crd: &mut CustomResourceDefinition) {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.remove("x-kubernetes-validations");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            let mut value = serde_json::to_value(&*schema).expect("a CRD schema serializes");
+            strip(&mut value);
+            *schema = serde_json::from_value(value).expect("a CRD schema without CEL rules deserializes");
         }
     }
 }

@@ -99,6 +99,9 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
                         "spec": {
                             "type": "object",
                             "required": ["size"],
+                            "x-kubernetes-validations": [
+                                { "rule": "self.size != 7", "message": "size 7 is unlucky" }
+                            ],
                             "properties": {
                                 "size": { "type": "integer", "minimum": 1, "maximum": 10 },
                                 "color": { "type": "string", "enum": ["red", "blue"] }
@@ -111,23 +114,15 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
         }
     }))
     .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd_name = crd.metadata.name.clone().unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    control_plane::eventually("the CRD to be established", WAIT, || {
-        let crds = crds.clone();
-        let crd_name = crd_name.clone();
-        async move {
-            crds.get(&crd_name).await.is_ok_and(|crd| {
-                crd.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-        }
-    })
-    .await;
+    let installed = cp.install_crd(&crd).await;
+    let crd_name = installed.metadata.name.clone().unwrap();
+    let cel_enforced = cp.server_minor_version().await >= 25;
+    let installed_rules = serde_json::to_string(&installed.spec.versions[0].schema).unwrap();
+    assert_eq!(
+        installed_rules.contains("x-kubernetes-validations"),
+        cel_enforced,
+        "CEL rules are kept exactly when the server enforces them: {installed_rules}"
+    );
 
     let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Widget"), "widgets");
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &resource);
@@ -141,20 +136,8 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
         .unwrap()
     };
 
-    // The discovery of a new CRD can lag its Established condition by a moment.
     let good = widget("good", json!({ "size": 3, "color": "red", "unknown": "dropped" }));
-    control_plane::eventually("the Widget resource to be served", WAIT, || {
-        let widgets = widgets.clone();
-        let good = good.clone();
-        async move {
-            match widgets.create(&PostParams::default(), &good).await {
-                Ok(_) => true,
-                Err(error) if status_code(&error) == Some(404) => false,
-                Err(error) => panic!("creating a valid Widget failed: {error}"),
-            }
-        }
-    })
-    .await;
+    widgets.create(&PostParams::default(), &good).await.unwrap();
     let stored = widgets.get("good").await.unwrap();
     assert_eq!(
         stored.data["spec"],
@@ -180,6 +163,20 @@ async fn crd_structural_schema_rejects_invalid_objects_and_prunes_unknown_fields
         assert!(status.message.contains(field), "{name}: {}", status.message);
     }
     assert!(widgets.get_opt("wrong-type").await.unwrap().is_none());
+
+    // The CEL rule: enforced by servers from 1.25, absent on the local 1.20 one
+    // (where the operator and `plinth validate` must catch it).
+    let unlucky = widgets
+        .create(&PostParams::default(), &widget("unlucky", json!({ "size": 7 })))
+        .await;
+    if cel_enforced {
+        let error = unlucky.expect_err("the CEL rule rejects size 7");
+        assert_eq!(status_code(&error), Some(422), "{error}");
+    } else {
+        unlucky.expect("a 1.20 server does not evaluate CEL rules");
+    }
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
 
     crds.delete(&crd_name, &DeleteParams::default()).await.unwrap();
 }
