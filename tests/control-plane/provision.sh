@@ -185,7 +185,19 @@ GO=$(command -v go 2>/dev/null || true)
 go_version=$("${GO}" env GOVERSION)
 printf '    using %s (%s)\n' "${GO}" "${go_version}" >&2
 
+# One build at a time per cache; what an interrupted build left is removed.
+step "lock ${VERSION_DIR}" "another provision.sh may be running; wait for it, or remove ${VERSION_DIR}/.lock if none is"
 mkdir -p "${VERSION_DIR}"
+exec 9>"${VERSION_DIR}/.lock"
+if command -v flock >/dev/null 2>&1; then
+  flock -w 1800 9 || die "could not lock ${VERSION_DIR}/.lock within 30 minutes"
+fi
+if [[ "${FORCE}" == 0 ]] && binaries_work "${BIN_DIR}"; then
+  printf '==> another run built them meanwhile: %s\n' "$("${BIN_DIR}/kube-apiserver" --version)" >&2
+  printf '%s\n' "${BIN_DIR}"
+  exit 0
+fi
+rm -rf "${VERSION_DIR}"/build.* "${VERSION_DIR}"/bin.old.*
 WORK=$(mktemp -d "${VERSION_DIR}/build.XXXXXX")
 mkdir -p "${WORK}/logs" "${WORK}/apt/lists/partial" "${WORK}/apt/cache/archives/partial" "${WORK}/download"
 
