@@ -62,9 +62,14 @@ step() {
 }
 
 die() {
+  trap - ERR
   printf '\nprovision: FAILED in step "%s": %s\n' "${STEP}" "$1" >&2
   if [[ -n "${HINT}" ]]; then
     printf 'provision: what to do: %s\n' "${HINT}" >&2
+  fi
+  if [[ -n "${WORK}" && -d "${WORK}" ]]; then
+    printf 'provision: build logs are in %s (kept for inspection; the next run removes it).\n' "${WORK}/logs" >&2
+    PLINTH_KEEP_BUILD=1
   fi
   exit 1
 }
@@ -77,7 +82,7 @@ on_error() {
     printf 'provision: what to do: %s\n' "${HINT}" >&2
   fi
   if [[ -n "${WORK}" && -d "${WORK}" ]]; then
-    printf 'provision: build logs are in %s (kept for inspection; delete it when done).\n' "${WORK}/logs" >&2
+    printf 'provision: build logs are in %s (kept for inspection; the next run removes it).\n' "${WORK}/logs" >&2
     PLINTH_KEEP_BUILD=1
   fi
   exit "${rc}"
@@ -217,6 +222,8 @@ apt_opts=(
   -o "APT::Sandbox::User=root"
 )
 run apt-update apt-get "${apt_opts[@]}" update
+compgen -G "${WORK}/apt/lists/*_Sources*" >/dev/null ||
+  die "no source index could be fetched from ${MIRROR} (see ${WORK}/logs/apt-update.log)"
 (cd "${WORK}/download" && run apt-source apt-get "${apt_opts[@]}" source --download-only "${SOURCE_PACKAGE}")
 shopt -s nullglob
 tarballs=("${WORK}"/download/"${SOURCE_PACKAGE}"_*.orig.tar.*)

@@ -787,6 +787,9 @@ impl LocalPlane {
                         return Err(error);
                     }
                     tracing::warn!(attempt, error = %format!("{error:#}"), "a port was taken: starting again on other ports");
+                    let dir = plane.state_dir.clone();
+                    drop(plane);
+                    let _ = fs::remove_dir_all(dir);
                     last_error = Some(error);
                 }
             }
