@@ -55,7 +55,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { timeout: Duration::from_millis(1000) }
+        Self {
+            timeout: Duration::from_millis(1000),
+        }
     }
 }
 
@@ -84,7 +86,11 @@ impl Model {
         let n = scenario::MODEL_NAMESPACES.len() * scenario::MODEL_PODS.len();
         let mut net = TestNet::new(n)?;
         let probe_world = scenario::model_world(|i| net.pods[i].ip, |_| None);
-        let names: Vec<String> = probe_world.pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+        let names: Vec<String> = probe_world
+            .pods
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
         net.serve(&MODEL_PORTS, |i| names[i].clone())?;
         netns::enter(&net.node)?;
         // Pods' interfaces come from the node's routes, as the agent finds them.
@@ -93,14 +99,27 @@ impl Model {
             p.interface = netns::route_interface(p.ip);
         }
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", net.node));
-        let datapath = Datapath::load(&Config { pin_dir: pin_dir.clone(), ..Config::default() })?;
-        Ok(Self { net, datapath: Some(datapath), world, compiled: None, pin_dir, next_sctp_port: 30000 })
+        let datapath = Datapath::load(&Config {
+            pin_dir: pin_dir.clone(),
+            ..Config::default()
+        })?;
+        Ok(Self {
+            net,
+            datapath: Some(datapath),
+            world,
+            compiled: None,
+            pin_dir,
+            next_sctp_port: 30000,
+        })
     }
 
     /// Compiles the current world and applies the difference.
     pub fn apply(&mut self) -> Result<crate::load::ApplyReport, RunError> {
         let c = compile(&self.world, self.compiled.as_ref());
-        let dp = self.datapath.as_mut().ok_or_else(|| LoadError::Map { name: "datapath", reason: "unloaded".into() })?;
+        let dp = self.datapath.as_mut().ok_or_else(|| LoadError::Map {
+            name: "datapath",
+            reason: "unloaded".into(),
+        })?;
         let r = dp.apply(&c)?;
         self.compiled = Some(c);
         Ok(r)
@@ -123,46 +142,80 @@ impl Model {
             let results: Vec<Result<Vec<Option<String>>, NetnsError>> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..n)
                     .map(|i| {
-                        let targets: Vec<(usize, String, u16)> =
-                            (0..n).filter(|j| *j != i).map(|j| (j, probe.protocol.clone(), probe.port)).collect();
+                        let targets: Vec<(usize, String, u16)> = (0..n)
+                            .filter(|j| *j != i)
+                            .map(|j| (j, probe.protocol.clone(), probe.port))
+                            .collect();
                         let net = &self.net;
                         let timeout = opts.timeout;
                         s.spawn(move || net.probe_many(i, &targets, timeout))
                     })
                     .collect();
-                hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Ok(Vec::new()))).collect()
+                hs.into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Ok(Vec::new())))
+                    .collect()
             });
             for (i, r) in results.into_iter().enumerate() {
                 let replies = r?;
-                let mut k = 0;
-                for j in (0..n).filter(|j| *j != i) {
+                for (k, j) in (0..n).filter(|j| *j != i).enumerate() {
                     let want = format!("{}/{}", self.world.pods[j].namespace, self.world.pods[j].name);
                     cells[i][j] = Some(replies.get(k).cloned().flatten().is_some_and(|r| r == want));
-                    k += 1;
                 }
             }
         }
-        Ok(Table { pods: self.world.pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect(), cells })
+        Ok(Table {
+            pods: self
+                .world
+                .pods
+                .iter()
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .collect(),
+            cells,
+        })
     }
 
     /// An SCTP INIT from pod `i` to pod `j`: through `plinth_from_pod` on i's
     /// host veth, then `plinth_to_pod` on j's.
     fn sctp(&mut self, i: usize, j: usize, port: u16) -> Result<bool, RunError> {
         self.next_sctp_port = self.next_sctp_port.wrapping_add(1).max(30000);
-        let pkt = crate::testrun::ipv4_packet(self.world.pods[i].ip, self.world.pods[j].ip, 132, self.next_sctp_port, port);
+        let pkt = crate::testrun::ipv4_packet(
+            self.world.pods[i].ip,
+            self.world.pods[j].ip,
+            132,
+            self.next_sctp_port,
+            port,
+        );
         let idx = |k: usize| -> u32 {
-            self.world.pods[k].interface.as_deref().and_then(|n| nix::net::if_::if_nametoindex(n).ok()).unwrap_or(0)
+            self.world.pods[k]
+                .interface
+                .as_deref()
+                .and_then(|n| nix::net::if_::if_nametoindex(n).ok())
+                .unwrap_or(0)
         };
         let (src_if, dst_if) = (idx(i), idx(j));
-        let dp = self.datapath.as_mut().ok_or_else(|| LoadError::Map { name: "datapath", reason: "unloaded".into() })?;
+        let dp = self.datapath.as_mut().ok_or_else(|| LoadError::Map {
+            name: "datapath",
+            reason: "unloaded".into(),
+        })?;
         let mut verdict = |prog: &'static str, ifindex: u32| -> Result<u32, RunError> {
             let p: &SchedClassifier = dp
                 .ebpf()
                 .program(prog)
-                .ok_or(RunError::TestRun { prog, reason: "missing".into() })?
+                .ok_or(RunError::TestRun {
+                    prog,
+                    reason: "missing".into(),
+                })?
                 .try_into()
-                .map_err(|e: aya::programs::ProgramError| RunError::TestRun { prog, reason: e.to_string() })?;
-            crate::testrun::run(p, ifindex, &pkt, 1).map(|r| r.0).map_err(|e| RunError::TestRun { prog, reason: format!("{e}: {e:?}") })
+                .map_err(|e: aya::programs::ProgramError| RunError::TestRun {
+                    prog,
+                    reason: e.to_string(),
+                })?;
+            crate::testrun::run(p, ifindex, &pkt, 1)
+                .map(|r| r.0)
+                .map_err(|e| RunError::TestRun {
+                    prog,
+                    reason: format!("{e}: {e:?}"),
+                })
         };
         let out = verdict("plinth_from_pod", src_if)?;
         if out != crate::testrun::TC_ACT_OK {
@@ -183,7 +236,10 @@ impl Drop for Model {
 /// Runs a scenario file in a fresh model.
 pub fn run_file(path: &std::path::Path, opts: &Options) -> Result<(Scenario, Vec<ProbeResult>), RunError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| RunError::Read { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::Read {
+        path: shown.clone(),
+        source,
+    })?;
     let mut model = Model::new()?;
     let scenario = scenario::parse(&text, &shown, &model.world)?;
     let results = run(&mut model, &scenario, &shown, opts)?;
@@ -213,7 +269,14 @@ pub fn run(model: &mut Model, scenario: &Scenario, path: &str, opts: &Options) -
             };
             let actual = model.probe(&probe, opts)?;
             let mismatches = expected.mismatches(&actual);
-            out.push(ProbeResult { step: step.name.clone(), probe: key, source: source.to_owned(), expected, actual, mismatches });
+            out.push(ProbeResult {
+                step: step.name.clone(),
+                probe: key,
+                source: source.to_owned(),
+                expected,
+                actual,
+                mismatches,
+            });
         }
     }
     Ok(out)

@@ -113,7 +113,12 @@ impl Flow {
             destination: end(e.daddr, e.dport),
             protocol: proto_name(e.proto),
             direction: direction.to_owned(),
-            verdict: if e.verdict == abi::VERDICT_ALLOWED { "allowed" } else { "denied" }.to_owned(),
+            verdict: if e.verdict == abi::VERDICT_ALLOWED {
+                "allowed"
+            } else {
+                "denied"
+            }
+            .to_owned(),
             reason: reason_name(e.reason).to_owned(),
             rule: policy.as_ref().map(|_| format!("{direction}[{}]", e.rule)),
             policy,
@@ -213,11 +218,20 @@ mod tests {
             f.to_text(),
             "198.18.0.10:40000 -> x/b(198.18.0.11):80 TCP ingress ALLOWED (allowed-by-policy) by x/allow-web ingress[1]"
         );
-        let only_denied = FlowFilter { verdict: Some("denied".into()), ..Default::default() };
+        let only_denied = FlowFilter {
+            verdict: Some("denied".into()),
+            ..Default::default()
+        };
         assert!(!only_denied.matches(&f));
-        let pod_b = FlowFilter { pod: Some("x/b".into()), ..Default::default() };
+        let pod_b = FlowFilter {
+            pod: Some("x/b".into()),
+            ..Default::default()
+        };
         assert!(pod_b.matches(&f));
-        let ns_y = FlowFilter { namespace: Some("y".into()), ..Default::default() };
+        let ns_y = FlowFilter {
+            namespace: Some("y".into()),
+            ..Default::default()
+        };
         assert!(!ns_y.matches(&f));
     }
 }

@@ -68,7 +68,11 @@ pub fn port_blocks(start: u16, end: u16) -> Vec<(u16, u8)> {
     let hi = u32::from(end);
     while lo <= hi {
         // Largest aligned block starting at lo that stays within hi.
-        let mut size = if lo == 0 { 1 << 16 } else { 1u32 << lo.trailing_zeros().min(16) };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros().min(16)
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }

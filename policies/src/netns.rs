@@ -58,7 +58,10 @@ pub fn ip(args: &[&str]) -> Result<String, NetnsError> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|source| NetnsError::Tool { tool: "ip".into(), source })?;
+        .map_err(|source| NetnsError::Tool {
+            tool: "ip".into(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(NetnsError::Command {
             cmd: format!("ip {}", args.join(" ")),
@@ -78,17 +81,19 @@ pub fn enter(name: &str) -> Result<(), NetnsError> {
 }
 
 /// Runs `f` on a new thread inside namespace `name`.
-pub fn in_netns<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, NetnsError> {
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
     let name = name.to_owned();
     std::thread::spawn(move || {
         enter(&name)?;
         Ok(f())
     })
     .join()
-    .unwrap_or_else(|_| Err(NetnsError::Io { what: "netns thread panicked".into(), source: std::io::Error::other("panic") }))
+    .unwrap_or_else(|_| {
+        Err(NetnsError::Io {
+            what: "netns thread panicked".into(),
+            source: std::io::Error::other("panic"),
+        })
+    })
 }
 
 /// One pod of the test network.
@@ -121,9 +126,15 @@ impl TestNet {
     pub fn new(n: usize) -> Result<Self, NetnsError> {
         let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let node = format!("plinth-{tag}-node");
-        let mut net = Self { node: node.clone(), pods: Vec::new(), stop: Arc::new(AtomicBool::new(false)), servers: Vec::new() };
+        let mut net = Self {
+            node: node.clone(),
+            pods: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            servers: Vec::new(),
+        };
         ip(&["netns", "add", &node])?;
-        let sysctl = |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
+        let sysctl =
+            |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
         sysctl(&node, "net.ipv4.conf.default.rp_filter", "0")?;
@@ -135,17 +146,33 @@ impl TestNet {
             let host_if = format!("plh{i}");
             let addr = Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(200).min(200));
             ip(&["netns", "add", &pod_ns])?;
-            net.pods.push(PodNet { netns: pod_ns.clone(), host_if: host_if.clone(), ip: addr });
+            net.pods.push(PodNet {
+                netns: pod_ns.clone(),
+                host_if: host_if.clone(),
+                ip: addr,
+            });
             sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
             sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
-            ip(&["-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns])?;
+            ip(&[
+                "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns,
+            ])?;
             let a32 = format!("{addr}/32");
             let gw = NODE_GW.to_string();
             ip(&["-n", &pod_ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &pod_ns, "addr", "add", &a32, "dev", "eth0"])?;
             ip(&["-n", &pod_ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &pod_ns, "route", "add", &gw, "dev", "eth0", "scope", "link"])?;
-            ip(&["-n", &pod_ns, "route", "add", "198.18.0.0/15", "via", &gw, "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &pod_ns,
+                "route",
+                "add",
+                "198.18.0.0/15",
+                "via",
+                &gw,
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &node, "addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
             ip(&["-n", &node, "link", "set", &host_if, "up"])?;
             ip(&["-n", &node, "route", "add", &a32, "dev", &host_if, "scope", "link"])?;
@@ -158,19 +185,23 @@ impl TestNet {
     pub fn serve(&mut self, ports: &[u16], reply: impl Fn(usize) -> String) -> Result<(), NetnsError> {
         for (i, pod) in self.pods.iter().enumerate() {
             let ports = ports.to_vec();
-            let (tcp, udp) = in_netns(&pod.netns, move || -> Result<(Vec<TcpListener>, Vec<UdpSocket>), NetnsError> {
-                let mut t = Vec::new();
-                let mut u = Vec::new();
-                for p in ports {
-                    let l = TcpListener::bind(("0.0.0.0", p)).map_err(io(format!("listen tcp/{p}")))?;
-                    l.set_nonblocking(true).map_err(io("nonblocking"))?;
-                    t.push(l);
-                    let s = UdpSocket::bind(("0.0.0.0", p)).map_err(io(format!("bind udp/{p}")))?;
-                    s.set_read_timeout(Some(Duration::from_millis(50))).map_err(io("timeout"))?;
-                    u.push(s);
-                }
-                Ok((t, u))
-            })??;
+            let (tcp, udp) = in_netns(
+                &pod.netns,
+                move || -> Result<(Vec<TcpListener>, Vec<UdpSocket>), NetnsError> {
+                    let mut t = Vec::new();
+                    let mut u = Vec::new();
+                    for p in ports {
+                        let l = TcpListener::bind(("0.0.0.0", p)).map_err(io(format!("listen tcp/{p}")))?;
+                        l.set_nonblocking(true).map_err(io("nonblocking"))?;
+                        t.push(l);
+                        let s = UdpSocket::bind(("0.0.0.0", p)).map_err(io(format!("bind udp/{p}")))?;
+                        s.set_read_timeout(Some(Duration::from_millis(50)))
+                            .map_err(io("timeout"))?;
+                        u.push(s);
+                    }
+                    Ok((t, u))
+                },
+            )??;
             let msg = reply(i);
             for l in tcp {
                 let (stop, msg) = (Arc::clone(&self.stop), msg.clone());
@@ -202,24 +233,37 @@ impl TestNet {
 
     /// Probes from pod `from` to every `(to, protocol, port)` concurrently;
     /// a probe succeeds when the server's reply arrives within `timeout`.
-    pub fn probe_many(&self, from: usize, targets: &[(usize, String, u16)], timeout: Duration) -> Result<Vec<Option<String>>, NetnsError> {
+    pub fn probe_many(
+        &self,
+        from: usize,
+        targets: &[(usize, String, u16)],
+        timeout: Duration,
+    ) -> Result<Vec<Option<String>>, NetnsError> {
         let socks = {
             let targets: Vec<(String, u16)> = targets.iter().map(|(_, p, port)| (p.clone(), *port)).collect();
-            in_netns(&self.pods[from].netns, move || -> Result<Vec<socket2::Socket>, NetnsError> {
-                targets
-                    .iter()
-                    .map(|(proto, _)| {
-                        let ty = if proto == "UDP" { socket2::Type::DGRAM } else { socket2::Type::STREAM };
-                        let s = socket2::Socket::new(socket2::Domain::IPV4, ty, None).map_err(io("socket"))?;
-                        // A fresh source port per probe: no conntrack entry of an
-                        // earlier probe can answer for this one.
-                        let port = next_client_port();
-                        s.set_reuse_address(true).map_err(io("reuseaddr"))?;
-                        s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into()).map_err(io(format!("bind client port {port}")))?;
-                        Ok(s)
-                    })
-                    .collect()
-            })??
+            in_netns(
+                &self.pods[from].netns,
+                move || -> Result<Vec<socket2::Socket>, NetnsError> {
+                    targets
+                        .iter()
+                        .map(|(proto, _)| {
+                            let ty = if proto == "UDP" {
+                                socket2::Type::DGRAM
+                            } else {
+                                socket2::Type::STREAM
+                            };
+                            let s = socket2::Socket::new(socket2::Domain::IPV4, ty, None).map_err(io("socket"))?;
+                            // A fresh source port per probe: no conntrack entry of an
+                            // earlier probe can answer for this one.
+                            let port = next_client_port();
+                            s.set_reuse_address(true).map_err(io("reuseaddr"))?;
+                            s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
+                                .map_err(io(format!("bind client port {port}")))?;
+                            Ok(s)
+                        })
+                        .collect()
+                },
+            )??
         };
         let handles: Vec<JoinHandle<Option<String>>> = socks
             .into_iter()
@@ -283,12 +327,22 @@ impl Drop for TestNet {
 
 /// Mounts bpffs on /sys/fs/bpf when nothing is mounted there.
 pub fn ensure_bpffs() -> Result<(), NetnsError> {
-    let is_bpf = nix::sys::statfs::statfs("/sys/fs/bpf").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+    let is_bpf =
+        nix::sys::statfs::statfs("/sys/fs/bpf").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
     if is_bpf {
         return Ok(());
     }
-    nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| NetnsError::Io { what: "mount -t bpf bpf /sys/fs/bpf".into(), source: std::io::Error::from(e) })
+    nix::mount::mount(
+        Some("bpf"),
+        "/sys/fs/bpf",
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| NetnsError::Io {
+        what: "mount -t bpf bpf /sys/fs/bpf".into(),
+        source: std::io::Error::from(e),
+    })
 }
 
 /// Host-side interface of the route to `ip` in this thread's namespace

@@ -61,7 +61,10 @@ fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
 }
 
 fn ns_labels(world: &World, ns: &str) -> BTreeMap<String, String> {
-    world.namespace(ns).map(crate::world::Namespace::effective_labels).unwrap_or_default()
+    world
+        .namespace(ns)
+        .map(crate::world::Namespace::effective_labels)
+        .unwrap_or_default()
 }
 
 fn peer_matches(world: &World, peer: &NetworkPolicyPeer, policy_ns: &str, ip: Ipv4Addr, pod: Option<&Pod>) -> bool {
@@ -87,7 +90,9 @@ fn port_matches(p: &NetworkPolicyPort, protocol: &str, port: u16, dst: Option<&P
             _ => i32::from(port) == *n,
         },
         Some(IntOrString::String(name)) => dst.is_some_and(|d| {
-            d.ports.iter().any(|cp| &cp.name == name && cp.protocol == protocol && cp.port == port)
+            d.ports
+                .iter()
+                .any(|cp| &cp.name == name && cp.protocol == protocol && cp.port == port)
         }),
     }
 }
@@ -131,7 +136,9 @@ pub fn allowed(world: &World, c: &Connection) -> bool {
                     let peer_ok = match &rule.to {
                         None => true,
                         Some(v) if v.is_empty() => true,
-                        Some(v) => v.iter().any(|peer| peer_matches(world, peer, &sp.namespace, c.dst, dst_pod)),
+                        Some(v) => v
+                            .iter()
+                            .any(|peer| peer_matches(world, peer, &sp.namespace, c.dst, dst_pod)),
                     };
                     peer_ok && ports_match(rule.ports.as_ref(), &c.protocol, c.port, dst_pod)
                 })
@@ -145,7 +152,9 @@ pub fn allowed(world: &World, c: &Connection) -> bool {
                     let peer_ok = match &rule.from {
                         None => true,
                         Some(v) if v.is_empty() => true,
-                        Some(v) => v.iter().any(|peer| peer_matches(world, peer, &dp.namespace, c.src, src_pod)),
+                        Some(v) => v
+                            .iter()
+                            .any(|peer| peer_matches(world, peer, &dp.namespace, c.src, src_pod)),
                     };
                     peer_ok && ports_match(rule.ports.as_ref(), &c.protocol, c.port, Some(dp))
                 })

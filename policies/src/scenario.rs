@@ -108,7 +108,7 @@ pub enum ScenarioError {
         /// File.
         path: String,
         /// Parser error.
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// `${...}` names no model pod.
     #[error("scenario {path}: unknown placeholder ${{{name}}}; use ${{ns/pod}} with ns in x,y,z and pod in a,b,c")]
@@ -193,17 +193,27 @@ pub fn parse(text: &str, path: &str, world: &World) -> Result<Scenario, Scenario
             .split_once('/')
             .and_then(|(ns, pod)| world.pod(ns, pod))
             .map(|p| p.ip)
-            .ok_or_else(|| ScenarioError::Placeholder { path: path.to_owned(), name: name.to_owned() })?;
+            .ok_or_else(|| ScenarioError::Placeholder {
+                path: path.to_owned(),
+                name: name.to_owned(),
+            })?;
         out.push_str(&ip.to_string());
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    serde_saphyr::from_str(&out).map_err(|source| ScenarioError::Parse { path: path.to_owned(), source })
+    serde_saphyr::from_str(&out).map_err(|e| ScenarioError::Parse {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
 }
 
 /// Applies a step's changes to the world.
 pub fn apply_step(world: &mut World, step: &Step, path: &str) -> Result<(), ScenarioError> {
-    let err = |reason: String| ScenarioError::Step { path: path.to_owned(), step: step.name.clone(), reason };
+    let err = |reason: String| ScenarioError::Step {
+        path: path.to_owned(),
+        step: step.name.clone(),
+        reason,
+    };
     let key = |np: &NetworkPolicy| {
         format!(
             "{}/{}",
@@ -224,7 +234,10 @@ pub fn apply_step(world: &mut World, step: &Step, path: &str) -> Result<(), Scen
         world.policies.push(np.clone());
     }
     for pl in &step.pod_labels {
-        let (ns, name) = pl.pod.split_once('/').ok_or_else(|| err(format!("podLabels: {} is not ns/pod", pl.pod)))?;
+        let (ns, name) = pl
+            .pod
+            .split_once('/')
+            .ok_or_else(|| err(format!("podLabels: {} is not ns/pod", pl.pod)))?;
         let pod = world
             .pods
             .iter_mut()
@@ -246,7 +259,10 @@ pub fn apply_step(world: &mut World, step: &Step, path: &str) -> Result<(), Scen
 /// Probes of a step (`TCP/80` by default).
 pub fn step_probes(step: &Step) -> Vec<Probe> {
     if step.probes.is_empty() {
-        vec![Probe { protocol: "TCP".to_owned(), port: 80 }]
+        vec![Probe {
+            protocol: "TCP".to_owned(),
+            port: 80,
+        }]
     } else {
         step.probes.clone()
     }
@@ -287,7 +303,10 @@ impl Table {
         let cells = (0..n)
             .map(|i| (0..n).map(|j| (i != j).then(|| f(i, j))).collect())
             .collect();
-        Self { pods: names(world), cells }
+        Self {
+            pods: names(world),
+            cells,
+        }
     }
 
     /// Parses the printed format: a header of pod names, then one row per
@@ -303,14 +322,21 @@ impl Table {
             .collect();
         let cols: Vec<usize> = header
             .iter()
-            .map(|h| pods.iter().position(|p| p == h).ok_or_else(|| format!("unknown pod {h} in header")))
+            .map(|h| {
+                pods.iter()
+                    .position(|p| p == h)
+                    .ok_or_else(|| format!("unknown pod {h} in header"))
+            })
             .collect::<Result<_, _>>()?;
         let mut cells = vec![vec![None; pods.len()]; pods.len()];
         let mut seen = vec![false; pods.len()];
         for line in lines {
             let mut words = line.split_whitespace();
             let from = words.next().unwrap_or_default();
-            let i = pods.iter().position(|p| p == from).ok_or_else(|| format!("unknown pod {from} in row"))?;
+            let i = pods
+                .iter()
+                .position(|p| p == from)
+                .ok_or_else(|| format!("unknown pod {from} in row"))?;
             seen[i] = true;
             let vals: Vec<&str> = words.collect();
             if vals.len() != cols.len() {
@@ -387,7 +413,11 @@ fn verdict(v: Option<bool>) -> &'static str {
 }
 
 fn names(world: &World) -> Vec<String> {
-    world.pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect()
+    world
+        .pods
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect()
 }
 
 /// The outcome of one probe of one step.
@@ -437,7 +467,10 @@ mod tests {
         let w = world();
         let s = parse("name: t\nsteps:\n- name: \"${x/b}\"\n", "t.yaml", &w).expect("parse");
         assert_eq!(s.steps[0].name, "198.18.0.11");
-        assert!(matches!(parse("name: t\nsteps: []\n# ${q/a}\n", "t.yaml", &w), Err(ScenarioError::Placeholder { .. })));
+        assert!(matches!(
+            parse("name: t\nsteps: []\n# ${q/a}\n", "t.yaml", &w),
+            Err(ScenarioError::Placeholder { .. })
+        ));
     }
 
     #[test]
@@ -450,7 +483,13 @@ mod tests {
     #[test]
     fn no_policy_allows_everything() {
         let w = world();
-        let t = Table::reference(&w, &Probe { protocol: "TCP".into(), port: 80 });
+        let t = Table::reference(
+            &w,
+            &Probe {
+                protocol: "TCP".into(),
+                port: 80,
+            },
+        );
         assert!(t.cells.iter().flatten().all(|c| c.is_none_or(|v| v)));
     }
 }

@@ -50,7 +50,10 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u
 }
 
 fn checksum(b: &[u8]) -> u16 {
-    let mut s: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -66,7 +69,12 @@ pub fn skb_ctx(ifindex: u32) -> [u8; 48] {
 
 /// Runs a classifier `repeat` times on `packet` as if seen on `ifindex`;
 /// returns the verdict and the kernel's mean time per run.
-pub fn run(prog: &SchedClassifier, ifindex: u32, packet: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), aya::programs::ProgramError> {
+pub fn run(
+    prog: &SchedClassifier,
+    ifindex: u32,
+    packet: &[u8],
+    repeat: u32,
+) -> Result<(u32, std::time::Duration), aya::programs::ProgramError> {
     let ctx = skb_ctx(ifindex);
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(packet);

@@ -108,7 +108,7 @@ pub enum WorldError {
         /// File.
         path: String,
         /// Parser error.
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// The file could not be read.
     #[error("cannot read world file {path}: {source}")]
@@ -131,9 +131,9 @@ pub enum WorldError {
 impl World {
     /// Parses a world from YAML text; `path` names it in errors.
     pub fn from_yaml(text: &str, path: &str) -> Result<Self, WorldError> {
-        let w: Self = serde_saphyr::from_str(text).map_err(|source| WorldError::Parse {
+        let w: Self = serde_saphyr::from_str(text).map_err(|e| WorldError::Parse {
             path: path.to_owned(),
-            source,
+            source: Box::new(e),
         })?;
         w.check()?;
         Ok(w)

@@ -2,6 +2,8 @@
 //! exhaustion, flow events and counters. Each test builds the model in its
 //! own network namespaces with its own pin directory.
 
+#![allow(clippy::expect_used, reason = "tests panic with a message on failure")]
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::time::Duration;
@@ -19,18 +21,27 @@ fn policy(yaml: &str) -> NetworkPolicy {
 }
 
 fn tcp80() -> Probe {
-    Probe { protocol: "TCP".into(), port: 80 }
+    Probe {
+        protocol: "TCP".into(),
+        port: 80,
+    }
 }
 
 /// Index of pod `ns/name` in the model.
 fn pod(m: &Model, ns: &str, name: &str) -> usize {
-    m.world.pods.iter().position(|p| p.namespace == ns && p.name == name).expect("model pod")
+    m.world
+        .pods
+        .iter()
+        .position(|p| p.namespace == ns && p.name == name)
+        .expect("model pod")
 }
 
 /// An echo server on 8080 in pod `i`, for long-lived connections.
 fn echo_server(m: &Model, i: usize) {
-    let l = netns::in_netns(&m.net.pods[i].netns, || TcpListener::bind(("0.0.0.0", 8080)).expect("bind 8080"))
-        .expect("enter pod netns");
+    let l = netns::in_netns(&m.net.pods[i].netns, || {
+        TcpListener::bind(("0.0.0.0", 8080)).expect("bind 8080")
+    })
+    .expect("enter pod netns");
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
@@ -72,7 +83,11 @@ fn restart_keeps_enforcement_and_established_connections() {
     assert_eq!(t.cells[xb][xa], Some(true), "still allowed without an agent");
 
     // A new agent: reads the pinned maps back; the same world changes nothing.
-    let mut dp = Datapath::load(&Config { pin_dir: m.pin_dir.clone(), ..Config::default() }).expect("reload");
+    let mut dp = Datapath::load(&Config {
+        pin_dir: m.pin_dir.clone(),
+        ..Config::default()
+    })
+    .expect("reload");
     let compiled = m.compiled.clone().expect("compiled");
     let report = dp.apply(&compiled).expect("apply after restart");
     assert_eq!(report.changes(), 0, "restart rewrote entries: {report:?}");
@@ -82,7 +97,9 @@ fn restart_keeps_enforcement_and_established_connections() {
     // Tighten: x/b loses access; its established connection keeps working
     // (conntrack), new connections are denied.
     m.world.policies.clear();
-    m.world.policies.push(policy("metadata: {name: deny, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}"));
+    m.world.policies.push(policy(
+        "metadata: {name: deny, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}",
+    ));
     let report = m.apply().expect("apply deny");
     assert!(report.changes() > 0);
     assert!(echo(&mut conn), "established flow passes on its conntrack entry");
@@ -101,7 +118,10 @@ fn one_rule_change_among_ten_thousand_writes_one_entry() {
     };
     m.world.policies.push(big(80));
     let first = m.apply().expect("apply");
-    assert!(first.writes.get("plinth_policy").copied().unwrap_or(0) >= 10_001, "{first:?}");
+    assert!(
+        first.writes.get("plinth_policy").copied().unwrap_or(0) >= 10_001,
+        "{first:?}"
+    );
     let (xa, zc) = (pod(&m, "x", "a"), pod(&m, "z", "c"));
     let t = m.probe(&tcp80(), &Options::default()).expect("probe");
     assert_eq!(t.cells[zc][xa], Some(true));
@@ -123,7 +143,11 @@ fn full_policy_map_fails_closed_and_names_the_map() {
     if let Some(dp) = m.datapath.take() {
         dp.teardown().expect("teardown");
     }
-    let cfg = Config { pin_dir: m.pin_dir.clone(), policy_max_entries: Some(4), ..Config::default() };
+    let cfg = Config {
+        pin_dir: m.pin_dir.clone(),
+        policy_max_entries: Some(4),
+        ..Config::default()
+    };
     m.datapath = Some(Datapath::load(&cfg).expect("load small"));
     m.world.policies.push(policy(
         "metadata: {name: many, namespace: x}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 80}, {port: 81}, {port: 82}, {port: 83}, {port: 84}]}]",
@@ -132,7 +156,12 @@ fn full_policy_map_fails_closed_and_names_the_map() {
     assert!(report.full_maps.contains("plinth_policy"), "{report:?}");
     assert!(!report.fail_closed.is_empty());
     let dp = m.datapath.as_ref().expect("datapath");
-    let closed = dp.state().endpoints.values().filter(|e| e.flags & EP_FAIL_CLOSED != 0).count();
+    let closed = dp
+        .state()
+        .endpoints
+        .values()
+        .filter(|e| e.flags & EP_FAIL_CLOSED != 0)
+        .count();
     assert!(closed >= 1, "no endpoint fails closed");
     // Every x pod is either fully written or failing closed: nothing into x
     // is allowed that the policy would not allow, and the closed ones drop all.
@@ -140,13 +169,22 @@ fn full_policy_map_fails_closed_and_names_the_map() {
     let closed_pods: Vec<usize> = (0..9)
         .filter(|&i| {
             let ifname = m.world.pods[i].interface.clone().unwrap_or_default();
-            m.compiled.as_ref().and_then(|c| c.endpoints.get(&ifname)).is_some_and(|e| report.fail_closed.contains(&e.ep_id))
+            m.compiled
+                .as_ref()
+                .and_then(|c| c.endpoints.get(&ifname))
+                .is_some_and(|e| report.fail_closed.contains(&e.ep_id))
         })
         .collect();
     assert!(!closed_pods.is_empty());
     for &j in &closed_pods {
         for i in (0..9).filter(|i| *i != j) {
-            assert_eq!(t.cells[i][j], Some(false), "{} -> {} passes a failed-closed endpoint", t.pods[i], t.pods[j]);
+            assert_eq!(
+                t.cells[i][j],
+                Some(false),
+                "{} -> {} passes a failed-closed endpoint",
+                t.pods[i],
+                t.pods[j]
+            );
         }
     }
 }
@@ -154,7 +192,9 @@ fn full_policy_map_fails_closed_and_names_the_map() {
 #[test]
 fn flow_events_name_the_verdict_and_are_rate_limited_per_flow() {
     let mut m = Model::new().expect("model");
-    m.world.policies.push(policy("metadata: {name: deny, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}"));
+    m.world.policies.push(policy(
+        "metadata: {name: deny, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}",
+    ));
     m.apply().expect("apply");
     let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
     let dp = m.datapath.as_mut().expect("datapath");
@@ -162,10 +202,15 @@ fn flow_events_name_the_verdict_and_are_rate_limited_per_flow() {
     while ring.next().is_some() {}
 
     // One denied flow, sent 500 times through the real program.
-    let ifindex = nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
     let pkt = plinth_policies::testrun::ipv4_packet(m.world.pods[yb].ip, m.world.pods[xa].ip, 6, 41000, 80);
-    let prog: &aya::programs::SchedClassifier =
-        dp.ebpf().program("plinth_to_pod").expect("prog").try_into().expect("classifier");
+    let prog: &aya::programs::SchedClassifier = dp
+        .ebpf()
+        .program("plinth_to_pod")
+        .expect("prog")
+        .try_into()
+        .expect("classifier");
     for _ in 0..500 {
         let (v, _) = plinth_policies::testrun::run(prog, ifindex, &pkt, 1).expect("test run");
         assert_eq!(v, plinth_policies::testrun::TC_ACT_SHOT);
@@ -175,7 +220,11 @@ fn flow_events_name_the_verdict_and_are_rate_limited_per_flow() {
         events.push(FlowEvent::from_bytes(&item).expect("event"));
     }
     let ours: Vec<&FlowEvent> = events.iter().filter(|e| e.sport == 41000u16.to_be()).collect();
-    assert_eq!(ours.len(), 1, "500 packets of one flow within a second make one event: {events:?}");
+    assert_eq!(
+        ours.len(),
+        1,
+        "500 packets of one flow within a second make one event: {events:?}"
+    );
     let e = ours[0];
     assert_eq!(e.verdict, VERDICT_DENIED);
     assert_eq!(e.reason, 16, "policy-denied");

@@ -15,7 +15,9 @@ pub fn interface_for(route_table: &str, ip: Ipv4Addr) -> Option<String> {
         // Fields: Iface Destination Gateway Flags RefCnt Use Metric Mask ...
         // Addresses are hex in host byte order of a little-endian u32.
         let parse = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::swap_bytes);
-        let (Some(dst), Some(gw), Some(mask)) = (parse(f[1]), parse(f[2]), parse(f[7])) else { continue };
+        let (Some(dst), Some(gw), Some(mask)) = (parse(f[1]), parse(f[2]), parse(f[7])) else {
+            continue;
+        };
         if gw != 0 || mask == 0 || ip & mask != dst {
             continue;
         }
@@ -36,8 +38,14 @@ mod tests {
             eth0\t00000000\t010012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
             plh1\t0B0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n\
             br0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(interface_for(table, Ipv4Addr::new(198, 18, 0, 11)).as_deref(), Some("plh1"));
-        assert_eq!(interface_for(table, Ipv4Addr::new(198, 18, 0, 12)).as_deref(), Some("br0"));
+        assert_eq!(
+            interface_for(table, Ipv4Addr::new(198, 18, 0, 11)).as_deref(),
+            Some("plh1")
+        );
+        assert_eq!(
+            interface_for(table, Ipv4Addr::new(198, 18, 0, 12)).as_deref(),
+            Some("br0")
+        );
         assert_eq!(interface_for(table, Ipv4Addr::new(10, 0, 0, 1)), None);
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-
 use super::Compiled;
 use super::entries::RangeKey;
 use crate::abi::{Endpoint, PolicyKey, PolicyValue};
@@ -19,7 +18,10 @@ pub struct MapDiff<K, V> {
 
 impl<K, V> Default for MapDiff<K, V> {
     fn default() -> Self {
-        Self { upsert: Vec::new(), delete: Vec::new() }
+        Self {
+            upsert: Vec::new(),
+            delete: Vec::new(),
+        }
     }
 }
 
@@ -61,10 +63,7 @@ impl Diff {
 }
 
 /// Entries of `new` that differ from `old`, and keys only `old` has.
-pub fn map_diff<K: Ord + Clone, V: PartialEq + Clone>(
-    old: &BTreeMap<K, V>,
-    new: &BTreeMap<K, V>,
-) -> MapDiff<K, V> {
+pub fn map_diff<K: Ord + Clone, V: PartialEq + Clone>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> MapDiff<K, V> {
     let upsert = new
         .iter()
         .filter(|(k, v)| old.get(*k) != Some(*v))

@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::identity::{Identities, selector_matches};
 use crate::abi::{
-    DIR_EGRESS, DIR_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_RANGES_EGRESS,
-    EP_RANGES_INGRESS, Endpoint, ID_ANY, PolicyKey, PolicyValue,
+    DIR_EGRESS, DIR_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_RANGES_EGRESS, EP_RANGES_INGRESS, Endpoint,
+    ID_ANY, PolicyKey, PolicyValue,
 };
 use crate::net::port_blocks;
 use crate::world::{Pod, World};
@@ -37,7 +37,10 @@ pub fn policy_types(np: &NetworkPolicy) -> (bool, bool) {
     let spec = np.spec.as_ref();
     match spec.and_then(|s| s.policy_types.as_ref()) {
         Some(t) => (t.iter().any(|t| t == "Ingress"), t.iter().any(|t| t == "Egress")),
-        None => (true, spec.and_then(|s| s.egress.as_ref()).is_some_and(|e| !e.is_empty())),
+        None => (
+            true,
+            spec.and_then(|s| s.egress.as_ref()).is_some_and(|e| !e.is_empty()),
+        ),
     }
 }
 
@@ -74,11 +77,7 @@ enum PortSpec<'a> {
     Named(u8, &'a str),
 }
 
-fn port_specs<'a>(
-    ports: Option<&'a Vec<NetworkPolicyPort>>,
-    warn: &mut Vec<String>,
-    ctx: &str,
-) -> Vec<PortSpec<'a>> {
+fn port_specs<'a>(ports: Option<&'a Vec<NetworkPolicyPort>>, warn: &mut Vec<String>, ctx: &str) -> Vec<PortSpec<'a>> {
     let Some(ports) = ports.filter(|p| !p.is_empty()) else {
         return vec![PortSpec::All];
     };
@@ -149,33 +148,60 @@ impl Builder {
             if ingress {
                 flags |= EP_ENFORCE_INGRESS;
                 for (i, rule) in spec.ingress.iter().flatten().enumerate() {
-                    let value = PolicyValue { policy_id, rule: i as u16, flags: 0 };
+                    let value = PolicyValue {
+                        policy_id,
+                        rule: i as u16,
+                        flags: 0,
+                    };
                     flags |= self.add_rule(
-                        world, ids, ns, *ep_id, pod, DIR_INGRESS, rule.from.as_ref(),
-                        rule.ports.as_ref(), value, &format!("{ctx} ingress[{i}]"),
+                        world,
+                        ids,
+                        ns,
+                        *ep_id,
+                        pod,
+                        DIR_INGRESS,
+                        rule.from.as_ref(),
+                        rule.ports.as_ref(),
+                        value,
+                        &format!("{ctx} ingress[{i}]"),
                     );
                 }
             }
             if egress {
                 flags |= EP_ENFORCE_EGRESS;
                 for (i, rule) in spec.egress.iter().flatten().enumerate() {
-                    let value = PolicyValue { policy_id, rule: i as u16, flags: 0 };
+                    let value = PolicyValue {
+                        policy_id,
+                        rule: i as u16,
+                        flags: 0,
+                    };
                     flags |= self.add_rule(
-                        world, ids, ns, *ep_id, pod, DIR_EGRESS, rule.to.as_ref(),
-                        rule.ports.as_ref(), value, &format!("{ctx} egress[{i}]"),
+                        world,
+                        ids,
+                        ns,
+                        *ep_id,
+                        pod,
+                        DIR_EGRESS,
+                        rule.to.as_ref(),
+                        rule.ports.as_ref(),
+                        value,
+                        &format!("{ctx} egress[{i}]"),
                     );
                 }
             }
-            let ep = self
-                .endpoints
-                .entry(ifname.clone())
-                .or_insert(Endpoint { ep_id: *ep_id, flags: 0 });
+            let ep = self.endpoints.entry(ifname.clone()).or_insert(Endpoint {
+                ep_id: *ep_id,
+                flags: 0,
+            });
             ep.flags |= flags;
         }
     }
 
     /// Adds one rule's entries; returns endpoint flags it needs (ranges).
-    #[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename the arguments")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename the arguments"
+    )]
     fn add_rule(
         &mut self,
         world: &World,
@@ -233,10 +259,17 @@ impl Builder {
                     }
                 }
                 PortSpec::Range(proto, start, end) => {
-                    flags |= if dir == DIR_INGRESS { EP_RANGES_INGRESS } else { EP_RANGES_EGRESS };
+                    flags |= if dir == DIR_INGRESS {
+                        EP_RANGES_INGRESS
+                    } else {
+                        EP_RANGES_EGRESS
+                    };
                     for &p in &peer_list {
                         for (base, bits) in port_blocks(*start, *end) {
-                            let rk = RangeKey { prefixlen: 80 + u32::from(bits), data: key(p, *proto, base) };
+                            let rk = RangeKey {
+                                prefixlen: 80 + u32::from(bits),
+                                data: key(p, *proto, base),
+                            };
                             keep_first(&mut self.ranges, rk, value);
                         }
                     }

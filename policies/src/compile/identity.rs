@@ -175,11 +175,7 @@ impl Identities {
     }
 
     /// Identities a policy peer selects; `policy_ns` is the policy's namespace.
-    pub fn select_peer(
-        &self,
-        peer: &NetworkPolicyPeer,
-        policy_ns: &str,
-    ) -> Result<BTreeSet<u32>, String> {
+    pub fn select_peer(&self, peer: &NetworkPolicyPeer, policy_ns: &str) -> Result<BTreeSet<u32>, String> {
         if let Some(ip_block) = &peer.ip_block {
             let b = Block::parse(ip_block).map_err(|e| e.to_string())?.to_string();
             return Ok(self
@@ -196,8 +192,7 @@ impl Identities {
             };
             let ns_ok = match &peer.namespace_selector {
                 Some(sel) => selector_matches(sel, ns_labels)?,
-                None => ns_labels.get(crate::world::NAMESPACE_NAME_LABEL).map(String::as_str)
-                    == Some(policy_ns),
+                None => ns_labels.get(crate::world::NAMESPACE_NAME_LABEL).map(String::as_str) == Some(policy_ns),
             };
             let pod_ok = match &peer.pod_selector {
                 Some(sel) => selector_matches(sel, &key.pod_labels)?,

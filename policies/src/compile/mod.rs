@@ -9,7 +9,6 @@ pub mod identity;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
 pub use diff::{Diff, MapDiff, diff, map_diff};
 pub use entries::RangeKey;
 pub use identity::{Block, Identities, IdentityKey};
@@ -55,12 +54,7 @@ impl Compiled {
     }
 }
 
-fn alloc<K: Ord + Clone>(
-    prev: Option<&BTreeMap<K, u32>>,
-    key: &K,
-    next: &mut u32,
-    out: &mut BTreeMap<K, u32>,
-) -> u32 {
+fn alloc<K: Ord + Clone>(prev: Option<&BTreeMap<K, u32>>, key: &K, next: &mut u32, out: &mut BTreeMap<K, u32>) -> u32 {
     if let Some(id) = out.get(key) {
         return *id;
     }
@@ -113,8 +107,15 @@ pub fn compile(world: &World, prev: Option<&Compiled>) -> Compiled {
     for pod in &world.pods {
         let Some(ifname) = &pod.interface else { continue };
         let key = (pod.namespace.clone(), pod.name.clone());
-        let id = alloc(prev.map(|p| &p.endpoint_ids), &key, &mut next_endpoint, &mut endpoint_ids);
-        builder.endpoints.insert(ifname.clone(), Endpoint { ep_id: id, flags: 0 });
+        let id = alloc(
+            prev.map(|p| &p.endpoint_ids),
+            &key,
+            &mut next_endpoint,
+            &mut endpoint_ids,
+        );
+        builder
+            .endpoints
+            .insert(ifname.clone(), Endpoint { ep_id: id, flags: 0 });
     }
 
     let mut next_policy = prev.map_or(POLICY_FIRST, |p| p.next_policy.max(POLICY_FIRST));

@@ -13,7 +13,10 @@ use crate::reference::{self, Connection};
 use crate::scenario::model_world;
 
 fn world() -> World {
-    model_world(|i| Ipv4Addr::new(198, 18, 0, 10 + i as u8), |i| Some(format!("veth{i}")))
+    model_world(
+        |i| Ipv4Addr::new(198, 18, 0, 10 + i as u8),
+        |i| Some(format!("veth{i}")),
+    )
 }
 
 fn np(yaml: &str) -> NetworkPolicy {
@@ -23,7 +26,11 @@ fn np(yaml: &str) -> NetworkPolicy {
 /// The lookups of `bpf/lib/policy.h`, `ipcache.h` on compiled maps.
 fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16) -> bool {
     let Some(ep) = c.endpoints.get(ifname) else { return true };
-    let bit = if dir == DIR_INGRESS { EP_ENFORCE_INGRESS } else { EP_ENFORCE_EGRESS };
+    let bit = if dir == DIR_INGRESS {
+        EP_ENFORCE_INGRESS
+    } else {
+        EP_ENFORCE_EGRESS
+    };
     if ep.flags & bit == 0 {
         return true;
     }
@@ -36,7 +43,13 @@ fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16
         .map_or(ID_WORLD, |(_, id)| *id);
     for pid in [peer_id, ID_ANY] {
         for (pr, po) in [(proto, port), (proto, 0), (0, 0)] {
-            let k = PolicyKey { ep_id: ep.ep_id, peer_id: pid, dir, proto: pr, dport: po.to_be() };
+            let k = PolicyKey {
+                ep_id: ep.ep_id,
+                peer_id: pid,
+                dir,
+                proto: pr,
+                dport: po.to_be(),
+            };
             if c.policy.contains_key(&k) {
                 return true;
             }
@@ -45,7 +58,10 @@ fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16
             let d = rk.data;
             let bits = rk.prefixlen - 80;
             let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
-            if d.ep_id == ep.ep_id && d.peer_id == pid && d.dir == dir && d.proto == proto
+            if d.ep_id == ep.ep_id
+                && d.peer_id == pid
+                && d.dir == dir
+                && d.proto == proto
                 && port & mask == u16::from_be(d.dport)
             {
                 return true;
@@ -59,12 +75,23 @@ fn sim(c: &Compiled, w: &World, conn: &Connection) -> bool {
     let proto = entries::proto_number(&conn.protocol).expect("proto");
     let src = w.pods.iter().find(|p| p.ip == conn.src);
     let dst = w.pods.iter().find(|p| p.ip == conn.dst);
-    let out = src.and_then(|p| p.interface.as_deref()).is_none_or(|i| hop(c, i, DIR_EGRESS, conn.dst, proto, conn.port));
-    let inn = dst.and_then(|p| p.interface.as_deref()).is_none_or(|i| hop(c, i, DIR_INGRESS, conn.src, proto, conn.port));
+    let out = src
+        .and_then(|p| p.interface.as_deref())
+        .is_none_or(|i| hop(c, i, DIR_EGRESS, conn.dst, proto, conn.port));
+    let inn = dst
+        .and_then(|p| p.interface.as_deref())
+        .is_none_or(|i| hop(c, i, DIR_INGRESS, conn.src, proto, conn.port));
     out && inn
 }
 
-const PROBES: [(&str, u16); 6] = [("TCP", 80), ("TCP", 81), ("UDP", 80), ("UDP", 81), ("SCTP", 80), ("TCP", 82)];
+const PROBES: [(&str, u16); 6] = [
+    ("TCP", 80),
+    ("TCP", 81),
+    ("UDP", 80),
+    ("UDP", 81),
+    ("SCTP", 80),
+    ("TCP", 82),
+];
 
 fn check_all(w: &World) -> Vec<String> {
     let c = compile(w, None);
@@ -75,10 +102,18 @@ fn check_all(w: &World) -> Vec<String> {
                 continue;
             }
             for (proto, port) in PROBES {
-                let conn = Connection { src: s.ip, dst: d.ip, protocol: proto.into(), port };
+                let conn = Connection {
+                    src: s.ip,
+                    dst: d.ip,
+                    protocol: proto.into(),
+                    port,
+                };
                 let (want, got) = (reference::allowed(w, &conn), sim(&c, w, &conn));
                 if want != got {
-                    bad.push(format!("{}/{} -> {}/{} {proto}/{port}: reference {want}, compiled {got}", s.namespace, s.name, d.namespace, d.name));
+                    bad.push(format!(
+                        "{}/{} -> {}/{} {proto}/{port}: reference {want}, compiled {got}",
+                        s.namespace, s.name, d.namespace, d.name
+                    ));
                 }
             }
         }
@@ -105,7 +140,12 @@ fn no_policy_compiles_to_unenforced_endpoints() {
 fn default_deny_ingress_enforces_without_entries() {
     let w = with(&["metadata: {name: deny, namespace: x}\nspec: {podSelector: {}}"]);
     let c = compile(&w, None);
-    let enforced: Vec<_> = c.endpoints.iter().filter(|(_, e)| e.flags == EP_ENFORCE_INGRESS).map(|(i, _)| i.clone()).collect();
+    let enforced: Vec<_> = c
+        .endpoints
+        .iter()
+        .filter(|(_, e)| e.flags == EP_ENFORCE_INGRESS)
+        .map(|(i, _)| i.clone())
+        .collect();
     assert_eq!(enforced, ["veth0", "veth1", "veth2"]);
     assert!(c.policy.is_empty());
     assert_eq!(check_all(&w), Vec::<String>::new());
@@ -142,18 +182,27 @@ fn case_matrix_agrees_with_reference() {
 
 #[test]
 fn pod_in_ip_block_gets_its_own_identity() {
-    let w = with(&["metadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 198.18.0.13/32}}]"]);
+    let w = with(&[
+        "metadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 198.18.0.13/32}}]",
+    ]);
     let c = compile(&w, None);
     let ids: Vec<u32> = c.identities.pod_identity.clone();
     // pods y/a (index 3) and z/a share labels {pod: a} but not namespaces;
     // y/a alone is in the block.
     assert_ne!(ids[3], ids[0]);
-    assert!(c.identities.by_key.keys().any(|k| k.namespace_labels.is_some() && !k.blocks.is_empty()));
+    assert!(
+        c.identities
+            .by_key
+            .keys()
+            .any(|k| k.namespace_labels.is_some() && !k.blocks.is_empty())
+    );
 }
 
 #[test]
 fn unknown_operator_fails_closed_with_a_warning() {
-    let w = with(&["metadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{podSelector: {matchExpressions: [{key: pod, operator: Bogus}]}}]"]);
+    let w = with(&[
+        "metadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{podSelector: {matchExpressions: [{key: pod, operator: Bogus}]}}]",
+    ]);
     let c = compile(&w, None);
     assert!(c.warnings.iter().any(|m| m.contains("Bogus")), "{:?}", c.warnings);
     assert!(c.endpoints["veth0"].flags & EP_ENFORCE_INGRESS != 0);
@@ -162,7 +211,9 @@ fn unknown_operator_fails_closed_with_a_warning() {
 
 #[test]
 fn diff_of_one_label_change_touches_only_that_pod() {
-    let w1 = with(&["metadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}]"]);
+    let w1 = with(&[
+        "metadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}]",
+    ]);
     let c1 = compile(&w1, None);
     let mut w2 = w1.clone();
     w2.pods[5].labels.insert("pod".into(), "b".into()); // y/c becomes pod=b
@@ -171,7 +222,11 @@ fn diff_of_one_label_change_touches_only_that_pod() {
     // y/c moves to y/b's identity: one ipcache write, one policy entry added.
     assert_eq!(d.ipcache.upsert.len(), 1);
     assert_eq!(d.ipcache.delete.len(), 0);
-    assert_eq!(d.policy.upsert.len(), 0, "y/c now shares y/b's identity, already allowed");
+    assert_eq!(
+        d.policy.upsert.len(),
+        0,
+        "y/c now shares y/b's identity, already allowed"
+    );
     assert!(d.endpoints.is_empty());
     // Unchanged world: empty diff.
     assert!(diff(&c2, &compile(&w2, Some(&c2))).is_empty());
@@ -183,9 +238,12 @@ fn arb_selector() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("{}".to_owned()),
         prop::sample::select(vec!["a", "b", "c"]).prop_map(|p| format!("{{matchLabels: {{pod: {p}}}}}")),
-        prop::sample::select(vec![vec!["a"], vec!["a", "b"], vec!["b", "c"], vec!["a", "c"]])
-            .prop_map(|v| format!("{{matchExpressions: [{{key: pod, operator: In, values: [{}]}}]}}", v.join(","))),
-        prop::sample::select(vec!["a", "b"]).prop_map(|p| format!("{{matchExpressions: [{{key: pod, operator: NotIn, values: [{p}]}}]}}")),
+        prop::sample::select(vec![vec!["a"], vec!["a", "b"], vec!["b", "c"], vec!["a", "c"]]).prop_map(|v| format!(
+            "{{matchExpressions: [{{key: pod, operator: In, values: [{}]}}]}}",
+            v.join(",")
+        )),
+        prop::sample::select(vec!["a", "b"])
+            .prop_map(|p| format!("{{matchExpressions: [{{key: pod, operator: NotIn, values: [{p}]}}]}}")),
         Just("{matchExpressions: [{key: extra, operator: Exists}]}".to_owned()),
     ]
 }
@@ -194,7 +252,8 @@ fn arb_ns_selector() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("{}".to_owned()),
         prop::sample::select(vec!["x", "y", "z"]).prop_map(|n| format!("{{matchLabels: {{ns: {n}}}}}")),
-        prop::sample::select(vec!["x", "y", "z"]).prop_map(|n| format!("{{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}")),
+        prop::sample::select(vec!["x", "y", "z"])
+            .prop_map(|n| format!("{{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}")),
         Just("{matchExpressions: [{key: extra, operator: DoesNotExist}]}".to_owned()),
     ]
 }
@@ -224,7 +283,10 @@ fn arb_port() -> impl Strategy<Value = String> {
 }
 
 fn arb_rule() -> impl Strategy<Value = (Option<Vec<String>>, Option<Vec<String>>)> {
-    (prop::option::of(prop::collection::vec(arb_peer(), 0..3)), prop::option::of(prop::collection::vec(arb_port(), 0..3)))
+    (
+        prop::option::of(prop::collection::vec(arb_peer(), 0..3)),
+        prop::option::of(prop::collection::vec(arb_port(), 0..3)),
+    )
 }
 
 fn rule_yaml(key: &str, (peers, ports): &(Option<Vec<String>>, Option<Vec<String>>)) -> String {

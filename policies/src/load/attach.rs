@@ -34,12 +34,18 @@ impl AttachMode {
 
 fn attach_type(prog: &str) -> TcAttachType {
     // tc egress of the host veth carries packets towards the pod.
-    if prog == "plinth_to_pod" { TcAttachType::Egress } else { TcAttachType::Ingress }
+    if prog == "plinth_to_pod" {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    }
 }
 
 fn link_path(pin_dir: &Path, ifname: &str, prog: &str) -> PathBuf {
     // bpffs refuses dots in names.
-    pin_dir.join("links").join(format!("{}-{ifname}", prog.trim_start_matches("plinth_")))
+    pin_dir
+        .join("links")
+        .join(format!("{}-{ifname}", prog.trim_start_matches("plinth_")))
 }
 
 /// ifindex of each interface that exists in this thread's network namespace.
@@ -57,9 +63,10 @@ pub fn pinned_interfaces(pin_dir: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            PROGRAMS
-                .iter()
-                .find_map(|p| name.strip_prefix(&format!("{}-", p.trim_start_matches("plinth_"))).map(str::to_owned))
+            PROGRAMS.iter().find_map(|p| {
+                name.strip_prefix(&format!("{}-", p.trim_start_matches("plinth_")))
+                    .map(str::to_owned)
+            })
         })
         .collect();
     out.sort();
@@ -68,7 +75,10 @@ pub fn pinned_interfaces(pin_dir: &Path) -> Vec<String> {
 }
 
 fn err(ifname: &str, reason: impl std::fmt::Display) -> LoadError {
-    LoadError::Attach { ifname: ifname.to_owned(), reason: reason.to_string() }
+    LoadError::Attach {
+        ifname: ifname.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Attaches both programs to `ifname` unless attached; with tcx, a link pinned
@@ -84,20 +94,27 @@ pub fn ensure(ebpf: &mut Ebpf, pin_dir: &Path, ifname: &str, mode: AttachMode) -
         match mode {
             AttachMode::Tcx => {
                 if path.exists() {
-                    let pinned = PinnedLink::from_pin(&path).map_err(|e| err(ifname, format!("{}: {e}", path.display())))?;
-                    let link: SchedClassifierLink =
-                        FdLink::from(pinned).try_into().map_err(|e| err(ifname, e))?;
-                    let id = prog.attach_to_link(link).map_err(|e| err(ifname, format!("replace {name}: {e}")))?;
+                    let pinned =
+                        PinnedLink::from_pin(&path).map_err(|e| err(ifname, format!("{}: {e}", path.display())))?;
+                    let link: SchedClassifierLink = FdLink::from(pinned).try_into().map_err(|e| err(ifname, e))?;
+                    let id = prog
+                        .attach_to_link(link)
+                        .map_err(|e| err(ifname, format!("replace {name}: {e}")))?;
                     // The pin keeps the link; the handle may go.
                     let _ = prog.take_link(id).map_err(|e| err(ifname, e))?;
                     continue;
                 }
                 let id = prog
-                    .attach_with_options(ifname, attach_type(name), TcAttachOptions::TcxOrder(LinkOrder::default()))
+                    .attach_with_options(
+                        ifname,
+                        attach_type(name),
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
                     .map_err(|e| err(ifname, format!("tcx attach {name}: {e}")))?;
                 let link = prog.take_link(id).map_err(|e| err(ifname, e))?;
                 let fd: FdLink = link.try_into().map_err(|e| err(ifname, e))?;
-                fd.pin(&path).map_err(|e| err(ifname, format!("pin {}: {e}", path.display())))?;
+                fd.pin(&path)
+                    .map_err(|e| err(ifname, format!("pin {}: {e}", path.display())))?;
             }
             AttachMode::Clsact => {
                 if path.exists() {
@@ -105,7 +122,9 @@ pub fn ensure(ebpf: &mut Ebpf, pin_dir: &Path, ifname: &str, mode: AttachMode) -
                 }
                 // EEXIST when the qdisc is there already.
                 let _ = aya::programs::tc::qdisc_add_clsact(ifname);
-                let id = prog.attach(ifname, attach_type(name)).map_err(|e| err(ifname, format!("clsact attach {name}: {e}")))?;
+                let id = prog
+                    .attach(ifname, attach_type(name))
+                    .map_err(|e| err(ifname, format!("clsact attach {name}: {e}")))?;
                 let link = prog.take_link(id).map_err(|e| err(ifname, e))?;
                 // Netlink filters persist without a process; forget the handle
                 // so dropping it does not detach, and mark the interface.

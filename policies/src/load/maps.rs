@@ -8,7 +8,9 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, MapError};
 
 use super::LoadError;
-use crate::abi::{EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_FAIL_CLOSED, Endpoint, IpcacheValue, PolicyKey, PolicyValue};
+use crate::abi::{
+    EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_FAIL_CLOSED, Endpoint, IpcacheValue, PolicyKey, PolicyValue,
+};
 use crate::compile::{Compiled, RangeKey, map_diff};
 use crate::net::Prefix;
 
@@ -68,11 +70,17 @@ impl ApplyReport {
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> LoadError {
-    move |e| LoadError::Map { name, reason: e.to_string() }
+    move |e| LoadError::Map {
+        name,
+        reason: e.to_string(),
+    }
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, LoadError> {
-    ebpf.map_mut(name).ok_or(LoadError::Map { name, reason: "not in the object".into() })
+    ebpf.map_mut(name).ok_or(LoadError::Map {
+        name,
+        reason: "not in the object".into(),
+    })
 }
 
 fn is_full(e: &MapError) -> bool {
@@ -82,27 +90,42 @@ fn is_full(e: &MapError) -> bool {
 impl MapState {
     /// Reads every policy map.
     pub fn read(ebpf: &Ebpf) -> Result<Self, LoadError> {
-        let get = |name: &'static str| ebpf.map(name).ok_or(LoadError::Map { name, reason: "not in the object".into() });
+        let get = |name: &'static str| {
+            ebpf.map(name).ok_or(LoadError::Map {
+                name,
+                reason: "not in the object".into(),
+            })
+        };
         let mut s = Self::default();
-        let ipc: LpmTrie<&MapData, [u8; 4], IpcacheValue> = LpmTrie::try_from(get(IPCACHE)?).map_err(map_err(IPCACHE))?;
+        let ipc: LpmTrie<&MapData, [u8; 4], IpcacheValue> =
+            LpmTrie::try_from(get(IPCACHE)?).map_err(map_err(IPCACHE))?;
         for kv in ipc.iter() {
             let (k, v) = kv.map_err(map_err(IPCACHE))?;
-            s.ipcache.insert(Prefix::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8), v.identity);
+            s.ipcache
+                .insert(Prefix::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8), v.identity);
         }
         let eps: HashMap<&MapData, u32, Endpoint> = HashMap::try_from(get(ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
         for kv in eps.iter() {
             let (k, v) = kv.map_err(map_err(ENDPOINTS))?;
             s.endpoints.insert(k, v);
         }
-        let pol: HashMap<&MapData, PolicyKey, PolicyValue> = HashMap::try_from(get(POLICY)?).map_err(map_err(POLICY))?;
+        let pol: HashMap<&MapData, PolicyKey, PolicyValue> =
+            HashMap::try_from(get(POLICY)?).map_err(map_err(POLICY))?;
         for kv in pol.iter() {
             let (k, v) = kv.map_err(map_err(POLICY))?;
             s.policy.insert(k, v);
         }
-        let rng: LpmTrie<&MapData, PolicyKey, PolicyValue> = LpmTrie::try_from(get(RANGES)?).map_err(map_err(RANGES))?;
+        let rng: LpmTrie<&MapData, PolicyKey, PolicyValue> =
+            LpmTrie::try_from(get(RANGES)?).map_err(map_err(RANGES))?;
         for kv in rng.iter() {
             let (k, v) = kv.map_err(map_err(RANGES))?;
-            s.ranges.insert(RangeKey { prefixlen: k.prefix_len(), data: k.data() }, v);
+            s.ranges.insert(
+                RangeKey {
+                    prefixlen: k.prefix_len(),
+                    data: k.data(),
+                },
+                v,
+            );
         }
         Ok(s)
     }
@@ -133,7 +156,12 @@ pub(super) enum Phase {
 
 /// Applies one phase of the difference between `state` and `desired`;
 /// `state` tracks what the kernel holds after each successful write.
-pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, phase: Phase) -> Result<ApplyReport, LoadError> {
+pub(super) fn apply(
+    ebpf: &mut Ebpf,
+    state: &mut MapState,
+    desired: &MapState,
+    phase: Phase,
+) -> Result<ApplyReport, LoadError> {
     let mut r = ApplyReport::default();
     match phase {
         Phase::Upserts => {
@@ -141,7 +169,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
             let mut ipcache_full = false;
             {
                 let d = map_diff(&state.policy, &desired.policy);
-                let mut m: HashMap<_, PolicyKey, PolicyValue> = HashMap::try_from(map(ebpf, POLICY)?).map_err(map_err(POLICY))?;
+                let mut m: HashMap<_, PolicyKey, PolicyValue> =
+                    HashMap::try_from(map(ebpf, POLICY)?).map_err(map_err(POLICY))?;
                 for (k, v) in d.upsert {
                     match m.insert(k, v, 0) {
                         Ok(()) => {
@@ -158,7 +187,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
             }
             {
                 let d = map_diff(&state.ranges, &desired.ranges);
-                let mut m: LpmTrie<_, PolicyKey, PolicyValue> = LpmTrie::try_from(map(ebpf, RANGES)?).map_err(map_err(RANGES))?;
+                let mut m: LpmTrie<_, PolicyKey, PolicyValue> =
+                    LpmTrie::try_from(map(ebpf, RANGES)?).map_err(map_err(RANGES))?;
                 for (k, v) in d.upsert {
                     match m.insert(&Key::new(k.prefixlen, k.data), v, 0) {
                         Ok(()) => {
@@ -175,9 +205,14 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
             }
             {
                 let d = map_diff(&state.ipcache, &desired.ipcache);
-                let mut m: LpmTrie<_, [u8; 4], IpcacheValue> = LpmTrie::try_from(map(ebpf, IPCACHE)?).map_err(map_err(IPCACHE))?;
+                let mut m: LpmTrie<_, [u8; 4], IpcacheValue> =
+                    LpmTrie::try_from(map(ebpf, IPCACHE)?).map_err(map_err(IPCACHE))?;
                 for (p, id) in d.upsert {
-                    match m.insert(&Key::new(u32::from(p.len), p.addr.octets()), IpcacheValue { identity: id, flags: 0 }, 0) {
+                    match m.insert(
+                        &Key::new(u32::from(p.len), p.addr.octets()),
+                        IpcacheValue { identity: id, flags: 0 },
+                        0,
+                    ) {
                         Ok(()) => {
                             state.ipcache.insert(p, id);
                             *r.writes.entry(IPCACHE).or_default() += 1;
@@ -200,7 +235,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
                 }
             }
             let d = map_diff(&state.endpoints, &want);
-            let mut m: HashMap<_, u32, Endpoint> = HashMap::try_from(map(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
+            let mut m: HashMap<_, u32, Endpoint> =
+                HashMap::try_from(map(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
             for (k, v) in d.upsert {
                 match m.insert(k, v, 0) {
                     Ok(()) => {
@@ -220,7 +256,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
         Phase::Deletes => {
             {
                 let d = map_diff(&state.endpoints, &desired.endpoints);
-                let mut m: HashMap<_, u32, Endpoint> = HashMap::try_from(map(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
+                let mut m: HashMap<_, u32, Endpoint> =
+                    HashMap::try_from(map(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
                 for k in d.delete {
                     remove(&mut m.remove(&k), ENDPOINTS)?;
                     state.endpoints.remove(&k);
@@ -229,7 +266,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
             }
             {
                 let d = map_diff(&state.policy, &desired.policy);
-                let mut m: HashMap<_, PolicyKey, PolicyValue> = HashMap::try_from(map(ebpf, POLICY)?).map_err(map_err(POLICY))?;
+                let mut m: HashMap<_, PolicyKey, PolicyValue> =
+                    HashMap::try_from(map(ebpf, POLICY)?).map_err(map_err(POLICY))?;
                 for k in d.delete {
                     remove(&mut m.remove(&k), POLICY)?;
                     state.policy.remove(&k);
@@ -238,7 +276,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
             }
             {
                 let d = map_diff(&state.ranges, &desired.ranges);
-                let mut m: LpmTrie<_, PolicyKey, PolicyValue> = LpmTrie::try_from(map(ebpf, RANGES)?).map_err(map_err(RANGES))?;
+                let mut m: LpmTrie<_, PolicyKey, PolicyValue> =
+                    LpmTrie::try_from(map(ebpf, RANGES)?).map_err(map_err(RANGES))?;
                 for k in d.delete {
                     remove(&mut m.remove(&Key::new(k.prefixlen, k.data)), RANGES)?;
                     state.ranges.remove(&k);
@@ -247,7 +286,8 @@ pub(super) fn apply(ebpf: &mut Ebpf, state: &mut MapState, desired: &MapState, p
             }
             {
                 let d = map_diff(&state.ipcache, &desired.ipcache);
-                let mut m: LpmTrie<_, [u8; 4], IpcacheValue> = LpmTrie::try_from(map(ebpf, IPCACHE)?).map_err(map_err(IPCACHE))?;
+                let mut m: LpmTrie<_, [u8; 4], IpcacheValue> =
+                    LpmTrie::try_from(map(ebpf, IPCACHE)?).map_err(map_err(IPCACHE))?;
                 for p in d.delete {
                     remove(&mut m.remove(&Key::new(u32::from(p.len), p.addr.octets())), IPCACHE)?;
                     state.ipcache.remove(&p);

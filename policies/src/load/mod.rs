@@ -113,10 +113,15 @@ impl Datapath {
     pub fn load(cfg: &Config) -> Result<Self, LoadError> {
         let parent = cfg.pin_dir.parent().unwrap_or(Path::new("/"));
         if !is_bpffs(parent) && !is_bpffs(&cfg.pin_dir) {
-            return Err(LoadError::NotBpffs { path: cfg.pin_dir.clone() });
+            return Err(LoadError::NotBpffs {
+                path: cfg.pin_dir.clone(),
+            });
         }
         for dir in [cfg.pin_dir.clone(), cfg.pin_dir.join("links")] {
-            std::fs::create_dir_all(&dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| LoadError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let event_interval = u64::try_from(cfg.event_interval.as_nanos()).unwrap_or(u64::MAX);
         let ct_tcp = u64::try_from(cfg.ct_lifetime_tcp.as_nanos()).unwrap_or(u64::MAX);
@@ -134,10 +139,19 @@ impl Datapath {
         for name in attach::PROGRAMS {
             let prog: &mut aya::programs::SchedClassifier = ebpf
                 .program_mut(name)
-                .ok_or_else(|| LoadError::Program { name, reason: "not in the object".into() })?
+                .ok_or_else(|| LoadError::Program {
+                    name,
+                    reason: "not in the object".into(),
+                })?
                 .try_into()
-                .map_err(|e: aya::programs::ProgramError| LoadError::Program { name, reason: e.to_string() })?;
-            prog.load().map_err(|e| LoadError::Program { name, reason: format!("{e}: {e:?}") })?;
+                .map_err(|e: aya::programs::ProgramError| LoadError::Program {
+                    name,
+                    reason: e.to_string(),
+                })?;
+            prog.load().map_err(|e| LoadError::Program {
+                name,
+                reason: format!("{e}: {e:?}"),
+            })?;
         }
         let state = MapState::read(&ebpf)?;
         tracing::info!(
@@ -147,7 +161,12 @@ impl Datapath {
             policy = state.policy.len(),
             "datapath loaded"
         );
-        Ok(Self { ebpf, pin_dir: cfg.pin_dir.clone(), state, attach_mode: AttachMode::detect() })
+        Ok(Self {
+            ebpf,
+            pin_dir: cfg.pin_dir.clone(),
+            state,
+            attach_mode: AttachMode::detect(),
+        })
     }
 
     /// What the maps hold now.
@@ -187,8 +206,12 @@ impl Datapath {
         }
         let deletes = maps::apply(&mut self.ebpf, &mut self.state, &desired, maps::Phase::Deletes)?;
         report.merge(deletes);
-        report.missing_interfaces =
-            compiled.endpoints.keys().filter(|n| !resolved.iter().any(|(r, _)| r == *n)).cloned().collect();
+        report.missing_interfaces = compiled
+            .endpoints
+            .keys()
+            .filter(|n| !resolved.iter().any(|(r, _)| r == *n))
+            .cloned()
+            .collect();
         for name in &report.full_maps {
             tracing::error!(map = %name, "map {name} is full: affected endpoints fail closed");
         }
