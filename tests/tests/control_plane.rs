@@ -22,6 +22,7 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
     WatchEvent, WatchParams,
 };
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use plinth_tests::control_plane::{self, ControlPlane, KUBE_VERSION};
 use serde_json::json;
@@ -289,6 +290,54 @@ async fn watch_delivers_added_modified_deleted() {
         }
     }
     assert_eq!(seen, ["added 1", "modified 2", "deleted 2"]);
+}
+
+#[tokio::test]
+async fn runtime_watcher_lists_then_follows_changes() {
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    let ns = cp.namespace("watcher").await;
+    let client = cp.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, ns.name());
+    cms.create(&PostParams::default(), &config_map("before", &[]))
+        .await
+        .unwrap();
+    let mut events = watcher(
+        cms.clone(),
+        watcher::Config::default().fields("metadata.name!=kube-root-ca.crt"),
+    )
+    .boxed();
+
+    let mut seen = Vec::new();
+    let mut changed = false;
+    while !seen.contains(&"delete after".to_owned()) {
+        let event = tokio::time::timeout(WAIT, events.try_next())
+            .await
+            .expect("a watcher event in time")
+            .unwrap()
+            .expect("the watcher to keep going");
+        let name = |cm: &ConfigMap| cm.metadata.name.clone().unwrap_or_default();
+        match event {
+            watcher::Event::Init => seen.push("init".to_owned()),
+            watcher::Event::InitApply(cm) => seen.push(format!("init-apply {}", name(&cm))),
+            watcher::Event::InitDone => {
+                seen.push("init-done".to_owned());
+                if !changed {
+                    changed = true;
+                    cms.create(&PostParams::default(), &config_map("after", &[]))
+                        .await
+                        .unwrap();
+                    cms.delete("after", &DeleteParams::default()).await.unwrap();
+                }
+            }
+            watcher::Event::Apply(cm) => seen.push(format!("apply {}", name(&cm))),
+            watcher::Event::Delete(cm) => seen.push(format!("delete {}", name(&cm))),
+        }
+    }
+    assert_eq!(
+        seen,
+        ["init", "init-apply before", "init-done", "apply after", "delete after"]
+    );
 }
 
 #[tokio::test]
