@@ -239,16 +239,12 @@ pub struct ResourceList {
     /// CPU, e.g. `250m` or `1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(custom(function = "check_quantity"))]
-    #[schemars(regex(
-        pattern = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-    ))]
+    #[schemars(regex(pattern = crate::quantity::PATTERN))]
     pub cpu: Option<String>,
     /// Memory, e.g. `256Mi` or `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(custom(function = "check_quantity"))]
-    #[schemars(regex(
-        pattern = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-    ))]
+    #[schemars(regex(pattern = crate::quantity::PATTERN))]
     pub memory: Option<String>,
 }
 

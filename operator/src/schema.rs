@@ -224,13 +224,16 @@ fn check_string(s: &serde_json::Map<String, Value>, v: &str, path: &[String], ou
     if let Some(pattern) = s.get("pattern").and_then(Value::as_str) {
         match pattern_matches(pattern, v) {
             Some(true) => {}
-            Some(false) => push(
-                out,
-                path,
-                "pattern",
-                format!("`{v}` does not match the pattern `{pattern}`"),
-                None,
-            ),
+            Some(false) => match KNOWN_PATTERNS.iter().find(|(p, _)| *p == pattern) {
+                Some((_, what)) => push(out, path, "pattern", format!("`{v}` is not {what}"), None),
+                None => push(
+                    out,
+                    path,
+                    "pattern",
+                    format!("`{v}` does not match the pattern `{pattern}`"),
+                    None,
+                ),
+            },
             None => push(
                 out,
                 path,
@@ -241,6 +244,12 @@ fn check_string(s: &serde_json::Map<String, Value>, v: &str, path: &[String], ou
         }
     }
 }
+
+/// Patterns the CRDs use, with what they mean to a person.
+const KNOWN_PATTERNS: &[(&str, &str)] = &[(
+    plinth_api::quantity::PATTERN,
+    "a Kubernetes quantity such as `250m`, `1`, `512Mi` or `2Gi`",
+)];
 
 fn pattern_matches(pattern: &str, v: &str) -> Option<bool> {
     static CACHE: OnceLock<RwLock<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();

@@ -31,19 +31,29 @@ pub enum BlueprintsCommand {
     },
 }
 
-/// Blueprint objects: the bundled ones, overridden by those in `dir`.
-pub fn objects(source: &BlueprintSource) -> Result<BTreeMap<String, Blueprint>, (String, Problems)> {
-    let mut all = bundled::objects().map_err(|p| ("bundled blueprints".to_owned(), p))?;
+/// Blueprint objects by name, and where each came from (for diagnostics).
+pub type Catalog = (BTreeMap<String, Blueprint>, BTreeMap<String, String>);
+
+/// Blueprint objects by name, and where each came from (a folder, or `<bundled>/NAME`): the bundled ones,
+/// overridden by those in `--blueprints DIR`.
+pub fn objects(
+    source: &BlueprintSource,
+) -> Result<Catalog, (String, Problems)> {
+    let all = bundled::objects().map_err(|p| ("bundled blueprints".to_owned(), p))?;
+    let mut origins: BTreeMap<String, String> = all.keys().map(|k| (k.clone(), format!("<bundled>/{k}"))).collect();
+    let mut all = all;
     if let Some(dir) = &source.blueprints {
-        for bp in from_dir(dir)? {
-            all.insert(bp.metadata.name.clone().unwrap_or_default(), bp);
+        for (folder, bp) in from_dir(dir)? {
+            let name = bp.metadata.name.clone().unwrap_or_default();
+            origins.insert(name.clone(), folder);
+            all.insert(name, bp);
         }
     }
-    Ok(all)
+    Ok((all, origins))
 }
 
-/// Reads one Blueprint folder, or a folder of them.
-pub fn from_dir(dir: &Path) -> Result<Vec<Blueprint>, (String, Problems)> {
+/// Reads one Blueprint folder, or a folder of them, with each folder's path.
+pub fn from_dir(dir: &Path) -> Result<Vec<(String, Blueprint)>, (String, Problems)> {
     let folders: Vec<std::path::PathBuf> = if dir.join("blueprint.yaml").exists() {
         vec![dir.to_path_buf()]
     } else {
@@ -88,7 +98,7 @@ pub fn from_dir(dir: &Path) -> Result<Vec<Blueprint>, (String, Problems)> {
             files.iter().map(|(n, t)| (n.as_str(), t.as_deref())),
         )
         .map_err(|p| (folder.display().to_string(), p))?;
-        out.push(bp);
+        out.push((folder.display().to_string(), bp));
     }
     Ok(out)
 }
@@ -133,7 +143,7 @@ pub fn run(cmd: &BlueprintsCommand) -> u8 {
         | BlueprintsCommand::Show { source: s, .. }
         | BlueprintsCommand::Export { source: s, .. } => s,
     };
-    let all = match objects(source) {
+    let (all, origins) = match objects(source) {
         Ok(a) => a,
         Err((origin, problems)) => {
             print_problems(&origin, &problems, None);
@@ -182,7 +192,11 @@ pub fn run(cmd: &BlueprintsCommand) -> u8 {
                     exit::OK
                 }
                 Err(problems) => {
-                    print_problems(name, &problems, Some(&bp.spec.templates));
+                    print_problems(
+                        origins.get(name).map_or(name.as_str(), String::as_str),
+                        &problems,
+                        Some(&bp.spec.templates),
+                    );
                     exit::INVALID
                 }
             }

@@ -61,7 +61,7 @@ pub fn run(args: &RenderArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    let mut blueprint_objects = match blueprints::objects(&args.source) {
+    let (mut blueprint_objects, origins) = match blueprints::objects(&args.source) {
         Ok(b) => b,
         Err((origin, problems)) => {
             blueprints::print_problems(&origin, &problems, None);
@@ -151,7 +151,8 @@ pub fn run(args: &RenderArgs) -> u8 {
         let bp = match bp {
             Ok(bp) => bp,
             Err(problems) => {
-                blueprints::print_problems(&bp_name, problems, Some(&bp_object.spec.templates));
+                let origin = origins.get(&bp_name).cloned().unwrap_or_else(|| bp_name.clone());
+                blueprints::print_problems(&origin, problems, Some(&bp_object.spec.templates));
                 return exit::INVALID;
             }
         };
@@ -162,12 +163,15 @@ pub fn run(args: &RenderArgs) -> u8 {
                     diags.push(match &p.location {
                         Location::Template { template, line, col } => {
                             let pos = crate::yaml::Pos::new(*line, *col);
-                            report::place(
+                            let origin = origins.get(&bp_name).cloned().unwrap_or_else(|| bp_name.clone());
+                            let mut d = report::place(
                                 p,
-                                &format!("{bp_name}/{template}"),
+                                &format!("{origin}/{template}"),
                                 bp.spec.templates.get(template).map(String::as_str),
                                 Some(Span { start: pos, end: pos }),
-                            )
+                            );
+                            d.message = format!("{} (rendering {})", d.message, found.file);
+                            d
                         }
                         Location::Field { .. } => {
                             place_all(std::slice::from_ref(p), &found.file, &found.text, &found.root).remove(0)
@@ -179,7 +183,7 @@ pub fn run(args: &RenderArgs) -> u8 {
         }
     }
     if !diags.is_empty() {
-        diags.sort_by(|a, b| (&a.location, a.pos).cmp(&(&b.location, b.pos)));
+        report::sort(&mut diags);
         report::eprint(&diags);
         eprintln!(
             "{} problem{} found; nothing rendered",

@@ -22,6 +22,8 @@ pub struct Placed {
     pub span: Option<SourceSpan>,
     /// The label under the marker.
     pub label: String,
+    /// The file (or template) name.
+    pub file: String,
     /// `file:line:col` (or the best known location).
     pub location: String,
     /// 1-based line and column, when known.
@@ -101,16 +103,22 @@ pub fn place(problem: &Problem, file: &str, text: Option<&str>, span: Option<Spa
             Location::Field { path } if !path.is_empty() => {
                 format!("{}: {}", problem.location, problem.message)
             }
-            Location::Field { .. } => problem.message.clone(),
+            Location::Field { .. } | Location::Template { .. } => problem.message.clone(),
             other => format!("{other}: {}", problem.message),
         },
         help: problem.hint.clone(),
         source,
         span: sspan,
         label: problem.rule.clone(),
+        file: file.to_owned(),
         location,
         pos,
     }
+}
+
+/// Sorts diagnostics by file, then line and column.
+pub fn sort(diags: &mut [Placed]) {
+    diags.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
 }
 
 /// Prints diagnostics to standard error, with colours only when it is a terminal.

@@ -204,8 +204,13 @@ fn internal(bp: &str, message: String) -> Problem {
 
 fn template_error(template: &str, e: &handlebars::RenderError) -> Problem {
     let clamp = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(1);
-    let reason = e.reason().to_string();
-    let hint = reason.contains("not found in strict mode").then(|| "the variable does not exist in the template context; see `plinth blueprints context` for the fields templates can use".to_owned());
+    let (reason, hint) = match e.reason() {
+        handlebars::RenderErrorReason::MissingVariable(path) => (
+            format!("`{}` does not exist in the template context", path.as_deref().unwrap_or("?")),
+            Some("templates see app, blueprint, image, replicas, autoscale, containerPorts, servicePorts, env, resources, probes, command, args, permissions, serviceAccount, network, config, disruptionBudget, values and platform; guard optional values with {{#if …}}".to_owned()),
+        ),
+        other => (other.to_string(), None),
+    };
     Problem {
         code: codes::TEMPLATE,
         rule: "render".into(),

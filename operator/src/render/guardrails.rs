@@ -73,12 +73,12 @@ pub fn check(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> Ve
     for (i, perm) in spec.permissions.iter().enumerate() {
         for group in &perm.api_groups {
             for resource in &perm.resources {
-                for verb in &perm.verbs {
+                for (v, verb) in perm.verbs.iter().enumerate() {
                     if !permission_allowed(policy, group, resource, verb) {
                         let group_name = if group.is_empty() { "core" } else { group.as_str() };
                         out.push(refuse(
                             "allowedPermissions",
-                            vec!["spec".into(), "permissions".into(), i.to_string()],
+                            vec!["spec".into(), "permissions".into(), i.to_string(), "verbs".into(), v.to_string()],
                             format!("`{verb}` on `{resource}` ({group_name} API group) is not allowed by Blueprint {bp_name:?}"),
                             "remove it, or ask the platform team to add it to policy.allowedPermissions".into(),
                         ));
