@@ -183,6 +183,35 @@ impl FlowFilter {
     }
 }
 
+/// Default socket where the agent serves flows.
+pub const DEFAULT_SOCKET: &str = "/run/plinth/flows.sock";
+
+/// Follows the agent's flows: sends `filter`, then calls `on_flow` for each
+/// flow until it returns `false` or the agent closes the socket.
+pub fn follow(
+    socket: &std::path::Path,
+    filter: &FlowFilter,
+    mut on_flow: impl FnMut(Flow) -> bool,
+) -> std::io::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut line = serde_json::to_string(filter).map_err(std::io::Error::other)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line?;
+        match serde_json::from_str::<Flow>(&line) {
+            Ok(f) => {
+                if !on_flow(f) {
+                    break;
+                }
+            }
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

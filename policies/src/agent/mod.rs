@@ -1,3 +1,180 @@
 //! The node agent: sources of the world (file, Kubernetes), the apply loop, flow events and metrics.
+//!
+//! Plinth is not a CNI: the agent runs beside the cluster's CNI and only
+//! enforces policy. It finds each local pod's host-side veth from the node's
+//! routes ([`routes`]), compiles the world on every change, and writes only
+//! the changed map entries. On exit it leaves maps and links pinned, so
+//! enforcement continues until the next agent takes over.
 
+pub mod events;
+pub mod kube_source;
+pub mod metrics;
 pub mod routes;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use crate::compile::{Compiled, compile};
+use crate::flows::Flow;
+use crate::load::{Config, Datapath};
+use crate::world::World;
+
+/// Where the world comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A YAML world file, re-read when it changes.
+    File(PathBuf),
+    /// The Kubernetes API: all Pods, Namespaces and NetworkPolicies; pods
+    /// scheduled to `node` are local.
+    Kube {
+        /// This node's name.
+        node: String,
+    },
+}
+
+/// Agent settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// World source.
+    pub source: Source,
+    /// Loader settings (pin directory).
+    pub config: Config,
+    /// Prometheus endpoint (`/metrics`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Unix socket serving flows as JSON lines.
+    pub flows_socket: Option<PathBuf>,
+}
+
+/// Names behind addresses and policy ids, for flow events.
+#[derive(Debug, Default)]
+pub struct Names {
+    pods: std::collections::HashMap<Ipv4Addr, (String, String)>,
+    compiled: Option<Compiled>,
+}
+
+impl Names {
+    /// Names an event.
+    pub fn flow(&self, e: &crate::abi::FlowEvent) -> Flow {
+        Flow::from_event(
+            e,
+            |ip| self.pods.get(&ip).cloned(),
+            |id| self.compiled.as_ref().and_then(|c| c.policy_name(id)),
+        )
+    }
+}
+
+/// Fills the interface of each pod that has a direct /32 route on this node.
+pub fn resolve_local_interfaces(world: &mut World) {
+    let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+    for p in &mut world.pods {
+        if p.interface.is_none() {
+            p.interface = routes::interface_for(&table, p.ip);
+        }
+    }
+}
+
+/// Watches a world file (polling its modification time) and sends each valid version.
+pub async fn file_source(path: PathBuf, tx: watch::Sender<Option<World>>) {
+    let mut last = None;
+    loop {
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if mtime != last {
+            last = mtime;
+            match World::from_file(&path) {
+                Ok(w) => {
+                    let _ = tx.send(Some(w));
+                }
+                Err(e) => tracing::error!(error = %e, "world file rejected; keeping the last good world"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs the agent until interrupted.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut datapath = Datapath::load(&opts.config)?;
+    let names = Arc::new(RwLock::new(Names::default()));
+    let metrics = Arc::new(metrics::Metrics::new());
+    let (flow_tx, _) = broadcast::channel::<Arc<Flow>>(4096);
+
+    let ring = datapath
+        .ebpf()
+        .take_map("plinth_events")
+        .ok_or_else(|| anyhow::anyhow!("map plinth_events missing from the object"))?;
+    events::pump(ring, Arc::clone(&names), flow_tx.clone());
+    if let Some(sock) = opts.flows_socket.clone() {
+        tokio::spawn(events::serve(sock, flow_tx.clone()));
+    }
+    if let Some(addr) = opts.metrics_addr {
+        tokio::spawn(metrics::serve(addr, Arc::clone(&metrics)));
+    }
+
+    let (tx, mut rx) = watch::channel(None::<World>);
+    match &opts.source {
+        Source::File(p) => {
+            tokio::spawn(file_source(p.clone(), tx));
+        }
+        Source::Kube { node } => {
+            let client = kube::Client::try_default().await?;
+            tokio::spawn(kube_source::run(client, node.clone(), tx));
+        }
+    }
+
+    let mut prev: Option<Compiled> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("world source stopped");
+                }
+                let Some(mut world) = rx.borrow_and_update().clone() else { continue };
+                if matches!(opts.source, Source::File(_)) {
+                    resolve_local_interfaces(&mut world);
+                }
+                let compiled = compile(&world, prev.as_ref());
+                for w in &compiled.warnings {
+                    tracing::warn!(warning = %w, "policy not fully honoured");
+                }
+                match datapath.apply(&compiled) {
+                    Ok(report) => {
+                        tracing::info!(
+                            changes = report.changes(),
+                            endpoints = compiled.endpoints.len(),
+                            entries = compiled.policy.len() + compiled.ranges.len(),
+                            "applied"
+                        );
+                        for m in &report.full_maps {
+                            metrics.map_full(m);
+                        }
+                        for i in &report.missing_interfaces {
+                            tracing::warn!(interface = %i, "endpoint interface not found");
+                        }
+                        metrics.applied(report.changes());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "apply failed; the datapath keeps its last state");
+                        metrics.apply_failed();
+                    }
+                }
+                if let Ok(mut n) = names.write() {
+                    n.pods = world.pods.iter().map(|p| (p.ip, (p.namespace.clone(), p.name.clone()))).collect();
+                    n.compiled = Some(compiled.clone());
+                }
+                prev = Some(compiled);
+            }
+            _ = tick.tick() => {
+                metrics.refresh(&mut datapath, prev.as_ref());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("stopping; maps and links stay pinned, enforcement continues");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The Kubernetes source: watches all Pods, Namespaces and NetworkPolicies and turns them into a world.
+//!
+//! All pods count for identities (peers live on other nodes too); pods
+//! scheduled to this node with a direct /32 route get an interface and an
+//! endpoint. Host-network pods and pods without an IP are left out.
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::world::{NAMESPACE_NAME_LABEL, NamedPort, Namespace, Pod, World};
+
+/// Builds the world from the caches; `table` is `/proc/net/route`.
+pub fn world_from(
+    pods: &[std::sync::Arc<K8sPod>],
+    namespaces: &[std::sync::Arc<K8sNamespace>],
+    policies: &[std::sync::Arc<NetworkPolicy>],
+    node: &str,
+    table: &str,
+) -> World {
+    let mut w = World::default();
+    for ns in namespaces {
+        let Some(name) = ns.metadata.name.clone() else { continue };
+        let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+        labels.remove(NAMESPACE_NAME_LABEL);
+        w.namespaces.push(Namespace { name, labels });
+    }
+    for p in pods {
+        let spec = p.spec.as_ref();
+        if spec.and_then(|s| s.host_network).unwrap_or(false) {
+            continue;
+        }
+        let Some(ip) = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+        else {
+            continue;
+        };
+        let (Some(namespace), Some(name)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) else {
+            continue;
+        };
+        if w.namespace(&namespace).is_none() {
+            continue;
+        }
+        let local = spec.and_then(|s| s.node_name.as_deref()) == Some(node);
+        let ports = spec
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|cp| {
+                Some(NamedPort {
+                    name: cp.name.clone()?,
+                    port: u16::try_from(cp.container_port).ok()?,
+                    protocol: cp.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+                })
+            })
+            .collect();
+        w.pods.push(Pod {
+            namespace,
+            name,
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+            ip,
+            interface: if local {
+                super::routes::interface_for(table, ip)
+            } else {
+                None
+            },
+            ports,
+        });
+    }
+    w.policies = policies.iter().map(|p| (**p).clone()).collect();
+    w
+}
+
+/// Watches the API and sends a new world on every change.
+pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>) {
+    let (pods, pods_w) = reflector::store::<K8sPod>();
+    let (nss, nss_w) = reflector::store::<K8sNamespace>();
+    let (pols, pols_w) = reflector::store::<NetworkPolicy>();
+    let cfg = watcher::Config::default;
+    let pod_events = watcher(Api::<K8sPod>::all(client.clone()), cfg())
+        .default_backoff()
+        .reflect(pods_w)
+        .map(|e| e.map(|ev| (0, matches!(ev, watcher::Event::InitDone))))
+        .boxed();
+    let ns_events = watcher(Api::<K8sNamespace>::all(client.clone()), cfg())
+        .default_backoff()
+        .reflect(nss_w)
+        .map(|e| e.map(|ev| (1, matches!(ev, watcher::Event::InitDone))))
+        .boxed();
+    let pol_events = watcher(Api::<NetworkPolicy>::all(client), cfg())
+        .default_backoff()
+        .reflect(pols_w)
+        .map(|e| e.map(|ev| (2, matches!(ev, watcher::Event::InitDone))))
+        .boxed();
+    let mut events = futures::stream::select(futures::stream::select(pod_events, ns_events), pol_events);
+    let mut synced = [false; 3];
+    while let Some(ev) = events.next().await {
+        match ev {
+            Err(e) => {
+                tracing::warn!(error = %e, "watch error; retrying");
+                continue;
+            }
+            Ok((kind, init_done)) => synced[kind] |= init_done,
+        }
+        // Never enforce a partial view: missing peers would deny legitimate
+        // traffic, missing policies would leave pods open.
+        if synced.iter().any(|s| !s) {
+            continue;
+        }
+        let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+        let w = world_from(&pods.state(), &nss.state(), &pols.state(), &node, &table);
+        let _ = tx.send(Some(w));
+    }
+}
