@@ -334,5 +334,11 @@ fi
 mv "${WORK}/bin" "${BIN_DIR}"
 rm -rf "${old}"
 
+step "remove the build directory ${WORK}"
+if [[ "${PLINTH_KEEP_BUILD:-0}" != 1 ]]; then
+  rm -rf "${WORK}"
+  WORK=""
+fi
+
 printf '==> done in %ss: %s\n' "$(($(date +%s) - START_TIME))" "$("${BIN_DIR}/kube-apiserver" --version)" >&2
 printf '%s\n' "${BIN_DIR}"
