@@ -335,6 +335,7 @@ mv "${WORK}/bin" "${BIN_DIR}"
 rm -rf "${old}"
 
 step "remove the build directory ${WORK}"
+cd /
 if [[ "${PLINTH_KEEP_BUILD:-0}" != 1 ]]; then
   rm -rf "${WORK}"
   WORK=""
