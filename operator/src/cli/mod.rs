@@ -2,8 +2,11 @@
 
 pub mod blueprints;
 pub mod input;
+pub mod operator;
 pub mod render;
 pub mod report;
+pub mod schema;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,8 +37,14 @@ pub struct Cli {
 enum Command {
     /// Render Applications into Kubernetes objects offline, like `helm template`.
     Render(render::RenderArgs),
+    /// Check Application and Blueprint manifests offline, as the cluster and the operator would; the CI gate.
+    Validate(validate::ValidateArgs),
+    /// Print a JSON Schema of Application and Blueprint for editors (yaml-language-server).
+    Schema(schema::SchemaArgs),
     /// Print the CustomResourceDefinitions of Application and Blueprint.
     Crds,
+    /// Run the controller: keep Applications rendered, applied and reported in a cluster.
+    Operator(Box<operator::OperatorArgs>),
     /// List, show and export Blueprints.
     #[command(subcommand)]
     Blueprints(blueprints::BlueprintsCommand),
@@ -61,6 +70,11 @@ pub struct BlueprintSource {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // A panic is a bug in Plinth, never the user's fault: say so and exit with the internal-error code.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("internal error: {info}\nThis is a bug in Plinth; please report it with the input that caused it.");
+        std::process::exit(i32::from(exit::INTERNAL));
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -70,7 +84,10 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Render(args) => render::run(&args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Schema(args) => schema::run(&args),
         Command::Crds => crds(),
+        Command::Operator(args) => operator::run(*args),
         Command::Blueprints(cmd) => blueprints::run(&cmd),
     };
     ExitCode::from(code)
