@@ -376,6 +376,20 @@ impl ControlPlane {
         installed
     }
 
+    /// The process ids of the local control plane's running processes, by name
+    /// (`etcd`, `kube-apiserver`, `kube-controller-manager`); empty on an external cluster.
+    pub fn process_ids(&self) -> Vec<(&'static str, u32)> {
+        match &self.inner {
+            Inner::Local(local) => local
+                .lock()
+                .running
+                .iter()
+                .map(|p| (p.component.name(), p.child.id()))
+                .collect(),
+            Inner::External(_) => Vec::new(),
+        }
+    }
+
     /// Prints the tails of the processes' logs to stderr (shown with a failing test's output).
     pub fn print_logs(&self) {
         self.diagnostics().print();

@@ -590,3 +590,64 @@ async fn local_apiserver_restart_keeps_data_in_etcd() {
     drop(ns);
     drop(cp);
 }
+
+/// Where `crash_helper` writes the process ids of its control plane.
+const CRASH_HELPER_ENV: &str = "PLINTH_TEST_CRASH_HELPER_PIDS";
+
+#[test]
+#[ignore = "helper: run by local_processes_die_with_a_crashed_test"]
+fn crash_helper() {
+    let pids_file = std::env::var(CRASH_HELPER_ENV).expect("run by local_processes_die_with_a_crashed_test");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cp = runtime.block_on(ControlPlane::start());
+    let pids: Vec<String> = cp.process_ids().iter().map(|(_, pid)| pid.to_string()).collect();
+    std::fs::write(&pids_file, pids.join("\n")).unwrap();
+    // Dies without unwinding: no destructor runs.
+    std::process::abort();
+}
+
+#[test]
+fn local_processes_die_with_a_crashed_test() {
+    let dir = std::env::temp_dir().join(control_plane::unique_name(&format!("crash-{}", std::process::id())));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pids_file = dir.join("pids");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_helper",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_HELPER_ENV, &pids_file)
+        .env_remove("PLINTH_TEST_KUBECONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the helper aborts");
+    let pids: Vec<u32> = std::fs::read_to_string(&pids_file)
+        .expect("the helper started a control plane and wrote its process ids")
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "etcd, kube-apiserver, kube-controller-manager: {pids:?}");
+
+    // A process is gone when /proc has no entry for it, or only a zombie's.
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or_default().trim_start().chars().next();
+            !matches!(state, Some('Z' | 'X') | None)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(|pid| running(*pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "control plane processes outlived their test process: {:?}",
+            pids.iter().filter(|pid| running(**pid)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
