@@ -384,6 +384,9 @@ pub struct ApplicationStatus {
     /// Hash of the last applied desired state; an unchanged hash means nothing to write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_hash: Option<String>,
+    /// Fingerprint of the fields Plinth owns on its objects after the last apply; a difference means someone edited them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_fields_hash: Option<String>,
 }
 
 /// The Blueprint revision an Application runs.

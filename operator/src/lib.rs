@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod problem;
+pub mod reconcile;
 pub mod render;
 pub mod schema;
 pub mod validate;
