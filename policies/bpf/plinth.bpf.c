@@ -146,4 +146,17 @@ int plinth_from_pod(struct __sk_buff *skb)
 	return __handle(skb, PLINTH_DIR_EGRESS);
 }
 
+/**
+ * plinth_bench_nop - the cost of BPF_PROG_TEST_RUN itself, for benchmarks;
+ * never attached
+ * @skb: the packet
+ *
+ * Returns: TC_ACT_OK.
+ */
+SEC("classifier")
+int plinth_bench_nop(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}
+
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,1 +1,532 @@
-fn main() {}
+//! `plinth-bench`: per-packet verdict cost, connection rate against iptables and no policy, and rule-update time.
+//!
+//! Not a test: prints a Markdown report (and writes it with `--write FILE`).
+//! Everything runs in network namespaces it creates, with 198.18.0.0/15
+//! addresses. Needs root, bpffs and iptables.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use aya::programs::SchedClassifier;
+use clap::Parser;
+use plinth_policies::abi::{DIR_INGRESS, EP_ENFORCE_INGRESS, Endpoint, PolicyKey, PolicyValue};
+use plinth_policies::compile::Compiled;
+use plinth_policies::load::{Config, Datapath};
+use plinth_policies::net::Prefix;
+use plinth_policies::netns::{self, TestNet};
+use plinth_policies::testrun;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plinth-bench",
+    about = "Plinth datapath benchmarks (root; network namespaces only)"
+)]
+struct Args {
+    /// Seconds per connection-rate measurement.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Rule counts for the per-packet benchmark.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
+    packet_rules: Vec<usize>,
+    /// Rule counts for the connection-rate benchmark.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    conn_rules: Vec<usize>,
+    /// Also write the report here.
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+/// Fake peer i: an address in 198.19.0.0/16 that no namespace holds.
+fn peer_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, ((i >> 8) & 0xff) as u8, (i & 0xff) as u8)
+}
+
+/// A compilation with `rules` ingress rules (map entries) for the endpoint
+/// on `ifname`: up to 10,000 peer identities, each allowed on TCP/80 and,
+/// beyond 10,000 rules, on more ports; the real client (if any) is the last
+/// peer. Peer 0's port-80 rule is on `extra_port` instead.
+fn synthetic(rules: usize, ifname: &str, client: Option<Ipv4Addr>, extra_port: u16) -> Compiled {
+    let mut c = Compiled::default();
+    c.endpoints.insert(
+        ifname.to_owned(),
+        Endpoint {
+            ep_id: 1,
+            flags: EP_ENFORCE_INGRESS,
+        },
+    );
+    c.identities.ipcache.insert(Prefix::new(Ipv4Addr::UNSPECIFIED, 0), 2);
+    let peers = rules.min(10_000);
+    for i in 0..peers {
+        let id = 256 + i as u32;
+        let ip = match client {
+            Some(ip) if i + 1 == peers => ip,
+            _ => peer_ip(i),
+        };
+        c.identities.ipcache.insert(Prefix::new(ip, 32), id);
+    }
+    for r in 0..rules {
+        let (i, extra) = (r % peers, r / peers);
+        let port = if r == 0 { extra_port } else { 80 + extra as u16 * 100 };
+        c.policy.insert(
+            PolicyKey {
+                ep_id: 1,
+                peer_id: 256 + i as u32,
+                dir: DIR_INGRESS,
+                proto: 6,
+                dport: port.to_be(),
+            },
+            PolicyValue {
+                policy_id: 1,
+                rule: 0,
+                flags: 0,
+            },
+        );
+    }
+    c
+}
+
+fn prog<'a>(dp: &'a Datapath, name: &str) -> anyhow::Result<&'a SchedClassifier> {
+    Ok(dp.ebpf_ref().program(name).context("program")?.try_into()?)
+}
+
+struct PacketRow {
+    rules: usize,
+    nop: f64,
+    established: f64,
+    new_allowed: f64,
+    new_denied: f64,
+}
+
+fn mean_ns(d: &[Duration]) -> f64 {
+    d.iter().map(|d| d.as_nanos() as f64).sum::<f64>() / d.len().max(1) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Per-packet verdict cost through BPF_PROG_TEST_RUN on `lo` of a fresh namespace.
+fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
+    let net = TestNet::new(0)?;
+    let node = net.node.clone();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}"));
+    let row = netns::in_netns(&node, move || -> anyhow::Result<PacketRow> {
+        let mut dp = Datapath::load(&Config {
+            pin_dir: pin_dir.clone(),
+            ..Config::default()
+        })?;
+        let client = Ipv4Addr::new(198, 18, 1, 1);
+        dp.apply(&synthetic(rules, "lo", Some(client), 80))?;
+        {
+            let nop: &mut SchedClassifier = dp.ebpf().program_mut("plinth_bench_nop").context("nop")?.try_into()?;
+            nop.load()?;
+        }
+        let dst = Ipv4Addr::new(198, 18, 0, 10);
+        let reps = 200_000;
+        // Established: one flow, first run inserts it.
+        let pkt = testrun::ipv4_packet(client, dst, 6, 40000, 80);
+        let p = prog(&dp, "plinth_to_pod")?;
+        let (v, _) = testrun::run(p, 1, &pkt, 1)?;
+        if v != testrun::TC_ACT_OK {
+            bail!("allowed flow was dropped ({v})");
+        }
+        let est = median(
+            (0..5)
+                .map(|_| testrun::run(p, 1, &pkt, reps).map(|r| r.1.as_nanos() as f64))
+                .collect::<Result<_, _>>()?,
+        );
+        // New flows: a fresh source port each run (one run per call).
+        let mut new = Vec::new();
+        let mut denied = Vec::new();
+        let mut nop_d = Vec::new();
+        let nop = prog(&dp, "plinth_bench_nop")?;
+        for i in 0..20_000u32 {
+            nop_d.push(testrun::run(nop, 1, &pkt, 1)?.1);
+            let _ = i;
+        }
+        let p = prog(&dp, "plinth_to_pod")?;
+        for i in 0..20_000u32 {
+            let sport = 1024 + (i % 60000) as u16;
+            let pk = testrun::ipv4_packet(client, dst, 6, sport, 80);
+            let (v, d) = testrun::run(p, 1, &pk, 1)?;
+            if v != testrun::TC_ACT_OK {
+                bail!("new allowed flow dropped");
+            }
+            new.push(d);
+            let pk = testrun::ipv4_packet(Ipv4Addr::new(198, 18, 2, 2), dst, 6, sport, 80);
+            let (v, d) = testrun::run(p, 1, &pk, 1)?;
+            if v != testrun::TC_ACT_SHOT {
+                bail!("unknown peer was allowed");
+            }
+            denied.push(d);
+        }
+        let nop_rep = median(
+            (0..5)
+                .map(|_| testrun::run(nop, 1, &pkt, reps).map(|r| r.1.as_nanos() as f64))
+                .collect::<Result<_, _>>()?,
+        );
+        dp.teardown()?;
+        Ok(PacketRow {
+            rules,
+            nop: nop_rep,
+            established: est,
+            new_allowed: mean_ns(&new) - mean_ns(&nop_d) + nop_rep,
+            new_denied: mean_ns(&denied) - mean_ns(&nop_d) + nop_rep,
+        })
+    })??;
+    Ok(row)
+}
+
+/// A blocking server on 8080 in pod `i`: writes one byte and closes.
+fn fast_server(net: &TestNet, i: usize, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let l = netns::in_netns(&net.pods[i].netns, || TcpListener::bind(("0.0.0.0", 8080)))??;
+    for _ in 0..2 {
+        let l = l.try_clone()?;
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(mut s) = s {
+                    let _ = s.write_all(b"k");
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// New TCP connections per second from pod 0 to pod 1:8080 for `secs`.
+fn conn_rate(net: &TestNet, secs: u64) -> anyhow::Result<f64> {
+    let dst = SocketAddr::from((net.pods[1].ip, 8080));
+    let count = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (count, failures, ns) = (Arc::clone(&count), Arc::clone(&failures), net.pods[0].netns.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                netns::enter(&ns)?;
+                let mut buf = [0u8; 4];
+                while Instant::now() < deadline {
+                    match TcpStream::connect_timeout(&dst, Duration::from_secs(1)) {
+                        Ok(mut s) => {
+                            let _ = s.read(&mut buf);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    let f = failures.load(Ordering::Relaxed);
+    if f > 0 {
+        bail!("{f} connections failed");
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / secs as f64)
+}
+
+fn iptables_rules(net: &TestNet, rules: usize, extra_port: u16) -> String {
+    let server = net.pods[1].ip;
+    let client = net.pods[0].ip;
+    let mut s = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    s += "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n";
+    for i in 0..rules {
+        let peer = if i + 1 == rules { client } else { peer_ip(i) };
+        let port = if i == 0 { extra_port } else { 8080 };
+        let _ = writeln!(
+            s,
+            "-A FORWARD -s {peer}/32 -d {server}/32 -p tcp -m tcp --dport {port} -j ACCEPT"
+        );
+    }
+    let _ = writeln!(s, "-A FORWARD -d {server}/32 -j DROP\nCOMMIT");
+    s
+}
+
+fn iptables_restore(node: &str, rules: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node, "iptables-restore"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("iptables-restore (apt-get install iptables)")?;
+    child.stdin.take().context("stdin")?.write_all(rules.as_bytes())?;
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("iptables-restore failed");
+    }
+    Ok(start.elapsed())
+}
+
+struct ConnRow {
+    rules: usize,
+    none: f64,
+    plinth: f64,
+    iptables: f64,
+}
+
+fn conn_bench(rules: usize, secs: u64) -> anyhow::Result<ConnRow> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // Plinth and no policy share one network; iptables gets a fresh one.
+    let net = TestNet::new(2)?;
+    for p in &net.pods {
+        let _ = netns::ip(&["netns", "exec", &p.netns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+        let _ = netns::ip(&[
+            "netns",
+            "exec",
+            &p.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_local_port_range=1024 65000",
+        ]);
+    }
+    fast_server(&net, 1, Arc::clone(&stop))?;
+    let none = conn_rate(&net, secs)?;
+    let node = net.node.clone();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}-conn"));
+    let server_if = net.pods[1].host_if.clone();
+    let client_ip = net.pods[0].ip;
+    let dp = netns::in_netns(&node, move || -> anyhow::Result<Datapath> {
+        let mut dp = Datapath::load(&Config {
+            pin_dir,
+            ..Config::default()
+        })?;
+        let mut c = synthetic(rules, &server_if, Some(client_ip), 80);
+        // The server listens on 8080.
+        c.policy = c
+            .policy
+            .into_iter()
+            .map(|(mut k, v)| {
+                if k.dport == 80u16.to_be() {
+                    k.dport = 8080u16.to_be();
+                }
+                (k, v)
+            })
+            .collect();
+        dp.apply(&c)?;
+        Ok(dp)
+    })??;
+    let plinth = conn_rate(&net, secs)?;
+    netns::in_netns(&node, move || dp.teardown())??;
+    drop(net);
+
+    let net = TestNet::new(2)?;
+    for p in &net.pods {
+        let _ = netns::ip(&["netns", "exec", &p.netns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+        let _ = netns::ip(&[
+            "netns",
+            "exec",
+            &p.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_local_port_range=1024 65000",
+        ]);
+    }
+    fast_server(&net, 1, Arc::clone(&stop))?;
+    iptables_restore(&net.node, &iptables_rules(&net, rules, 8080))?;
+    let iptables = conn_rate(&net, secs)?;
+    stop.store(true, Ordering::Relaxed);
+    Ok(ConnRow {
+        rules,
+        none,
+        plinth,
+        iptables,
+    })
+}
+
+struct UpdateRow {
+    plinth_apply: Duration,
+    iptables_restore: Duration,
+    iptables_delete: Duration,
+}
+
+/// Changing one rule among 10,000.
+fn update_bench() -> anyhow::Result<UpdateRow> {
+    let net = TestNet::new(2)?;
+    let node = net.node.clone();
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}-upd"));
+    let server_if = net.pods[1].host_if.clone();
+    let client = net.pods[0].ip;
+    let plinth_apply = netns::in_netns(&node, move || -> anyhow::Result<Duration> {
+        let mut dp = Datapath::load(&Config {
+            pin_dir,
+            ..Config::default()
+        })?;
+        let a = synthetic(10_000, &server_if, Some(client), 80);
+        dp.apply(&a)?;
+        let mut times = Vec::new();
+        for i in 0..21u16 {
+            let b = synthetic(10_000, &server_if, Some(client), 81 + i);
+            let start = Instant::now();
+            let r = dp.apply(&b)?;
+            times.push(start.elapsed());
+            if r.changes() != 2 {
+                bail!("one rule change made {} map changes", r.changes());
+            }
+        }
+        dp.teardown()?;
+        times.sort();
+        Ok(times[times.len() / 2])
+    })??;
+    let rules = iptables_rules(&net, 10_000, 8080);
+    let mut restores: Vec<Duration> = (0..3)
+        .map(|_| iptables_restore(&net.node, &rules))
+        .collect::<Result<_, _>>()?;
+    restores.sort();
+    let spec = format!(
+        "-s {}/32 -d {}/32 -p tcp -m tcp --dport 8080 -j ACCEPT",
+        peer_ip(5000),
+        net.pods[1].ip
+    );
+    let start = Instant::now();
+    let st = Command::new("ip")
+        .args(["netns", "exec", &net.node, "iptables", "-D", "FORWARD"])
+        .args(spec.split(' '))
+        .status()?;
+    let iptables_delete = start.elapsed();
+    if !st.success() {
+        bail!("iptables -D failed");
+    }
+    Ok(UpdateRow {
+        plinth_apply,
+        iptables_restore: restores[1],
+        iptables_delete,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    netns::ensure_bpffs()?;
+    let mut md = String::new();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let _ = writeln!(
+        md,
+        "# Plinth datapath benchmarks\n\nRun: {date}; Linux {}; {cpus} CPUs ({model}); `cargo run --release -p plinth-policies --bin plinth-bench -- --write policies/BENCHMARKS.md`.\n",
+        kernel.trim()
+    );
+
+    let _ = writeln!(
+        md,
+        "## Per-packet verdict cost (BPF_PROG_TEST_RUN, kernel-measured ns per packet)\n"
+    );
+    let _ = writeln!(
+        md,
+        "Harness = an empty classifier run the same way. Established = conntrack hit; new = conntrack miss, ipcache + policy lookups, conntrack insert, event; denied = all lookups miss.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| rules | harness | established | new (allowed) | new (denied) | established − harness | new − harness |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for &n in &args.packet_rules {
+        eprintln!("per-packet: {n} rules");
+        let r = packet_bench(n)?;
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            r.rules,
+            r.nop,
+            r.established,
+            r.new_allowed,
+            r.new_denied,
+            r.established - r.nop,
+            r.new_allowed - r.nop
+        );
+        rows.push(r);
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let _ = writeln!(
+            md,
+            "\nFlatness {} → {} rules: established {:.2}x, new {:.2}x.\n",
+            first.rules,
+            last.rules,
+            last.established / first.established,
+            last.new_allowed / first.new_allowed
+        );
+    }
+
+    let _ = writeln!(
+        md,
+        "## New TCP connections per second, pod to pod through the node namespace ({}s each, 2 client threads)\n",
+        args.seconds
+    );
+    let _ = writeln!(
+        md,
+        "iptables: FORWARD chain with a conntrack ESTABLISHED accept first, then one rule per allowed peer (the client's rule last), then a drop; same peers as Plinth's map entries.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| rules | no policy | Plinth | iptables | Plinth / no policy | iptables / no policy |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+    for &n in &args.conn_rules {
+        eprintln!("connections: {n} rules");
+        let r = conn_bench(n, args.seconds)?;
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            r.rules,
+            r.none,
+            r.plinth,
+            r.iptables,
+            r.plinth / r.none,
+            r.iptables / r.none
+        );
+    }
+
+    eprintln!("rule update");
+    let u = update_bench()?;
+    let _ = writeln!(md, "\n## Changing one rule among 10,000\n");
+    let _ = writeln!(md, "| method | time |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "| Plinth: recompile diff + map writes (`Datapath::apply`, one entry written, one deleted; median of 21) | {:.3} ms |",
+        u.plinth_apply.as_secs_f64() * 1e3
+    );
+    let _ = writeln!(
+        md,
+        "| iptables-restore of 10,000 rules | {:.3} s |",
+        u.iptables_restore.as_secs_f64()
+    );
+    let _ = writeln!(
+        md,
+        "| iptables -D of one rule | {:.3} s |",
+        u.iptables_delete.as_secs_f64()
+    );
+    print!("{md}");
+    if let Some(p) = args.write {
+        std::fs::write(&p, &md).with_context(|| format!("write {}", p.display()))?;
+    }
+    Ok(())
+}

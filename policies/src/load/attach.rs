@@ -41,11 +41,13 @@ fn attach_type(prog: &str) -> TcAttachType {
     }
 }
 
-fn link_path(pin_dir: &Path, ifname: &str, prog: &str) -> PathBuf {
-    // bpffs refuses dots in names.
+/// `links/<prog>-<ifindex>-<ifname>`: the ifindex tells a link of a
+/// recreated interface (same name, new index) from the live one. bpffs
+/// refuses dots in names.
+fn link_path(pin_dir: &Path, ifname: &str, ifindex: u32, prog: &str) -> PathBuf {
     pin_dir
         .join("links")
-        .join(format!("{}-{ifname}", prog.trim_start_matches("plinth_")))
+        .join(format!("{}-{ifindex}-{ifname}", prog.trim_start_matches("plinth_")))
 }
 
 /// ifindex of each interface that exists in this thread's network namespace.
@@ -55,18 +57,19 @@ pub fn resolve_interfaces<'a>(names: impl Iterator<Item = &'a String>) -> Vec<(S
         .collect()
 }
 
-/// Interfaces with pinned links.
-pub fn pinned_interfaces(pin_dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
+/// Interfaces (name, ifindex) with pinned links.
+pub fn pinned_interfaces(pin_dir: &Path) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = std::fs::read_dir(pin_dir.join("links"))
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            PROGRAMS.iter().find_map(|p| {
-                name.strip_prefix(&format!("{}-", p.trim_start_matches("plinth_")))
-                    .map(str::to_owned)
-            })
+            let rest = PROGRAMS
+                .iter()
+                .find_map(|p| name.strip_prefix(&format!("{}-", p.trim_start_matches("plinth_"))))?;
+            let (idx, ifname) = rest.split_once('-')?;
+            Some((ifname.to_owned(), idx.parse().ok()?))
         })
         .collect();
     out.sort();
@@ -83,9 +86,9 @@ fn err(ifname: &str, reason: impl std::fmt::Display) -> LoadError {
 
 /// Attaches both programs to `ifname` unless attached; with tcx, a link pinned
 /// by an earlier agent gets this agent's program swapped in atomically.
-pub fn ensure(ebpf: &mut Ebpf, pin_dir: &Path, ifname: &str, mode: AttachMode) -> Result<(), LoadError> {
+pub fn ensure(ebpf: &mut Ebpf, pin_dir: &Path, ifname: &str, ifindex: u32, mode: AttachMode) -> Result<(), LoadError> {
     for name in PROGRAMS {
-        let path = link_path(pin_dir, ifname, name);
+        let path = link_path(pin_dir, ifname, ifindex, name);
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| err(ifname, format!("program {name} missing")))?
@@ -136,10 +139,10 @@ pub fn ensure(ebpf: &mut Ebpf, pin_dir: &Path, ifname: &str, mode: AttachMode) -
     Ok(())
 }
 
-/// Detaches both programs from `ifname` and removes the pins.
-pub fn detach(pin_dir: &Path, ifname: &str) -> Result<(), LoadError> {
+/// Detaches both programs from `ifname` (index `ifindex`) and removes the pins.
+pub fn detach(pin_dir: &Path, ifname: &str, ifindex: u32) -> Result<(), LoadError> {
     for name in PROGRAMS {
-        let path = link_path(pin_dir, ifname, name);
+        let path = link_path(pin_dir, ifname, ifindex, name);
         if !path.exists() {
             continue;
         }

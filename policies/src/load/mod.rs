@@ -102,6 +102,8 @@ pub struct Datapath {
     pin_dir: PathBuf,
     state: MapState,
     attach_mode: AttachMode,
+    /// Interfaces (name, ifindex) this process attached to or took over.
+    attached: std::collections::BTreeSet<(String, u32)>,
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -166,6 +168,7 @@ impl Datapath {
             pin_dir: cfg.pin_dir.clone(),
             state,
             attach_mode: AttachMode::detect(),
+            attached: std::collections::BTreeSet::new(),
         })
     }
 
@@ -177,6 +180,11 @@ impl Datapath {
     /// The aya object (maps for metrics and the ring buffer).
     pub fn ebpf(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The aya object, shared (test runs of its programs).
+    pub fn ebpf_ref(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// The pin directory.
@@ -193,15 +201,20 @@ impl Datapath {
         // Endpoint entries are written before attaching (an attached interface
         // without an entry drops everything) and deleted after detaching.
         let mut report = maps::apply(&mut self.ebpf, &mut self.state, &desired, maps::Phase::Upserts)?;
-        for (ifname, ifindex) in &resolved {
-            if self.state.endpoints.contains_key(ifindex) {
-                attach::ensure(&mut self.ebpf, &self.pin_dir, ifname, self.attach_mode)?;
+        // Links of vanished or recreated interfaces go first.
+        for (ifname, ifindex) in attach::pinned_interfaces(&self.pin_dir) {
+            if !resolved.iter().any(|(n, i)| *n == ifname && *i == ifindex) {
+                attach::detach(&self.pin_dir, &ifname, ifindex)?;
+                self.attached.remove(&(ifname, ifindex));
             }
         }
-        let wanted: Vec<&str> = resolved.iter().map(|(n, _)| n.as_str()).collect();
-        for ifname in attach::pinned_interfaces(&self.pin_dir) {
-            if !wanted.contains(&ifname.as_str()) {
-                attach::detach(&self.pin_dir, &ifname)?;
+        for (ifname, ifindex) in &resolved {
+            // Attached even when the endpoint entry could not be written:
+            // without an entry the datapath drops everything (fail closed).
+            let key = (ifname.clone(), *ifindex);
+            if !self.attached.contains(&key) {
+                attach::ensure(&mut self.ebpf, &self.pin_dir, ifname, *ifindex, self.attach_mode)?;
+                self.attached.insert(key);
             }
         }
         let deletes = maps::apply(&mut self.ebpf, &mut self.state, &desired, maps::Phase::Deletes)?;
@@ -220,8 +233,8 @@ impl Datapath {
 
     /// Detaches every interface and removes the pins (maps go with the last user).
     pub fn teardown(self) -> Result<(), LoadError> {
-        for ifname in attach::pinned_interfaces(&self.pin_dir) {
-            attach::detach(&self.pin_dir, &ifname)?;
+        for (ifname, ifindex) in attach::pinned_interfaces(&self.pin_dir) {
+            attach::detach(&self.pin_dir, &ifname, ifindex)?;
         }
         let _ = std::fs::remove_dir(self.pin_dir.join("links"));
         if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
