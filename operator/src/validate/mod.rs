@@ -1,4 +1,19 @@
 //! Validation shared by the CLI, the operator and the renderer: rule violations as [`Problem`]s with field paths.
+//!
+//! `plinth validate` runs [`engine::check`]: the structural schema, the CEL rules ([`cel`]), the validator
+//! rules, Blueprint and guardrails and a full render dry-run, each finding placed at `file:line:col`.
+
+pub mod cel;
+pub mod engine;
+pub mod finding;
+pub mod inputs;
+pub mod jsonschema;
+pub mod kube;
+pub mod output;
+
+pub use engine::{Options, Outcome, check};
+pub use finding::{Finding, Severity};
+pub use inputs::Input;
 
 use validator::{ValidationErrors, ValidationErrorsKind};
 
@@ -130,4 +145,15 @@ pub fn decode<T: serde::de::DeserializeOwned>(kind: &str, json: serde_json::Valu
         let path: Vec<String> = e.path().iter().map(|s| s.to_string()).filter(|s| s != "?").collect();
         vec![Problem::field(codes::SPEC, "type", path, e.into_inner().to_string())]
     })
+}
+
+/// Validates one text as `plinth validate` would (bundled Blueprints only): the entry point for fuzzing.
+pub fn validate_text(file: &str, text: &str, options: &Options) -> Outcome {
+    let blueprints = crate::render::bundled::objects().unwrap_or_default();
+    check(
+        &[Input { file, text }],
+        blueprints,
+        std::collections::BTreeMap::new(),
+        options,
+    )
 }
