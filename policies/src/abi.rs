@@ -28,6 +28,15 @@ pub const EP_RANGES_INGRESS: u32 = 1 << 3;
 /// Endpoint flag: egress endPort ranges exist in `plinth_polrange`.
 pub const EP_RANGES_EGRESS: u32 = 1 << 4;
 
+/// Endpoint flag: wildcard-peer ingress entries exist.
+pub const EP_ANY_PEER_INGRESS: u32 = 1 << 5;
+/// Endpoint flag: wildcard-peer egress entries exist.
+pub const EP_ANY_PEER_EGRESS: u32 = 1 << 6;
+/// Endpoint flag: ingress entries with port 0 or protocol 0 exist.
+pub const EP_WILD_PORT_INGRESS: u32 = 1 << 7;
+/// Endpoint flag: egress entries with port 0 or protocol 0 exist.
+pub const EP_WILD_PORT_EGRESS: u32 = 1 << 8;
+
 /// Flow verdict: allowed.
 pub const VERDICT_ALLOWED: u8 = 1;
 /// Flow verdict: denied.

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Policy verdict for a new flow: at most six hash lookups, plus two LPM
- * lookups when the endpoint has endPort ranges in this direction. */
+/* Policy verdict for a new flow: one hash lookup per peer (the peer, and the
+ * wildcard peer only if the endpoint has wildcard-peer rules), three when
+ * the endpoint has port or protocol wildcards; at most six. Two LPM lookups
+ * more when the endpoint has endPort ranges in this direction. */
 #ifndef __PLINTH_POLICY_H
 #define __PLINTH_POLICY_H
 
@@ -10,7 +12,7 @@
 #include "policy_map.h"
 
 static __always_inline struct plinth_policy_value *
-__policy_lookup_peer(__u32 ep_id, __u32 peer, __u8 dir, __u8 proto, __be16 dport)
+__policy_lookup_peer(__u32 ep_id, __u32 peer, __u8 dir, __u8 proto, __be16 dport, int wild)
 {
 	struct plinth_policy_key key = {
 		.ep_id = ep_id, .peer_id = peer, .dir = dir, .proto = proto, .dport = dport,
@@ -18,7 +20,7 @@ __policy_lookup_peer(__u32 ep_id, __u32 peer, __u8 dir, __u8 proto, __be16 dport
 	struct plinth_policy_value *v;
 
 	v = bpf_map_lookup_elem(&plinth_policy, &key);
-	if (v)
+	if (v || !wild)
 		return v;
 	if (dport) {
 		key.dport = 0;
@@ -56,15 +58,19 @@ static __always_inline struct plinth_policy_value *
 policy_lookup(const struct plinth_endpoint *ep, __u32 peer, __u8 dir, __u8 proto, __be16 dport)
 {
 	struct plinth_policy_value *v;
-	__u32 ranges = dir == PLINTH_DIR_INGRESS ? PLINTH_EP_RANGES_INGRESS
-						 : PLINTH_EP_RANGES_EGRESS;
+	int in = dir == PLINTH_DIR_INGRESS;
+	__u32 ranges = in ? PLINTH_EP_RANGES_INGRESS : PLINTH_EP_RANGES_EGRESS;
+	__u32 any = in ? PLINTH_EP_ANY_PEER_INGRESS : PLINTH_EP_ANY_PEER_EGRESS;
+	int wild = !!(ep->flags & (in ? PLINTH_EP_WILD_PORT_INGRESS : PLINTH_EP_WILD_PORT_EGRESS));
 
-	v = __policy_lookup_peer(ep->ep_id, peer, dir, proto, dport);
+	v = __policy_lookup_peer(ep->ep_id, peer, dir, proto, dport, wild);
 	if (v)
 		return v;
-	v = __policy_lookup_peer(ep->ep_id, PLINTH_ID_ANY, dir, proto, dport);
-	if (v)
-		return v;
+	if (ep->flags & any) {
+		v = __policy_lookup_peer(ep->ep_id, PLINTH_ID_ANY, dir, proto, dport, wild);
+		if (v)
+			return v;
+	}
 	if (!(ep->flags & ranges) || !dport)
 		return NULL;
 	v = __policy_lookup_range(ep->ep_id, peer, dir, proto, dport);

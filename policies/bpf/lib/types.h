@@ -21,6 +21,12 @@
 #define PLINTH_EP_FAIL_CLOSED (1U << 2) /* a map write for this endpoint failed */
 #define PLINTH_EP_RANGES_INGRESS (1U << 3) /* endPort rules exist: consult plinth_polrange */
 #define PLINTH_EP_RANGES_EGRESS (1U << 4)
+/* Wildcard-peer entries exist in this direction: look up peer 0 too. */
+#define PLINTH_EP_ANY_PEER_INGRESS (1U << 5)
+#define PLINTH_EP_ANY_PEER_EGRESS (1U << 6)
+/* Entries with port 0 or protocol 0 exist in this direction. */
+#define PLINTH_EP_WILD_PORT_INGRESS (1U << 7)
+#define PLINTH_EP_WILD_PORT_EGRESS (1U << 8)
 
 /* Verdicts in flow events. */
 #define PLINTH_VERDICT_ALLOWED 1

@@ -13,7 +13,10 @@ pub use diff::{Diff, MapDiff, diff, map_diff};
 pub use entries::RangeKey;
 pub use identity::{Block, Identities, IdentityKey};
 
-use crate::abi::{Endpoint, PolicyKey, PolicyValue};
+use crate::abi::{
+    DIR_INGRESS, EP_ANY_PEER_EGRESS, EP_ANY_PEER_INGRESS, EP_WILD_PORT_EGRESS, EP_WILD_PORT_INGRESS, Endpoint, ID_ANY,
+    PolicyKey, PolicyValue,
+};
 use crate::world::World;
 
 /// First endpoint id; 0 is never used.
@@ -129,9 +132,34 @@ pub fn compile(world: &World, prev: Option<&Compiled>) -> Compiled {
         builder.add_policy(world, &identities, np, id, &endpoint_ids);
     }
     warnings.extend(builder.warnings);
+    // Lookup hints: which optional lookups can find anything.
+    let mut hints: BTreeMap<u32, u32> = BTreeMap::new();
+    for k in builder.policy.keys().chain(builder.ranges.keys().map(|r| &r.data)) {
+        let ingress = k.dir == DIR_INGRESS;
+        let mut f = 0;
+        if k.peer_id == ID_ANY {
+            f |= if ingress {
+                EP_ANY_PEER_INGRESS
+            } else {
+                EP_ANY_PEER_EGRESS
+            };
+        }
+        if k.dport == 0 || k.proto == 0 {
+            f |= if ingress {
+                EP_WILD_PORT_INGRESS
+            } else {
+                EP_WILD_PORT_EGRESS
+            };
+        }
+        *hints.entry(k.ep_id).or_default() |= f;
+    }
+    let mut endpoints = builder.endpoints;
+    for ep in endpoints.values_mut() {
+        ep.flags |= hints.get(&ep.ep_id).copied().unwrap_or(0);
+    }
     Compiled {
         identities,
-        endpoints: builder.endpoints,
+        endpoints,
         policy: builder.policy,
         ranges: builder.ranges,
         endpoint_ids,

@@ -8,7 +8,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use proptest::prelude::*;
 
 use super::*;
-use crate::abi::{DIR_EGRESS, DIR_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, ID_ANY, ID_WORLD};
+use crate::abi::{
+    DIR_EGRESS, DIR_INGRESS, EP_ANY_PEER_EGRESS, EP_ANY_PEER_INGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS,
+    EP_RANGES_EGRESS, EP_RANGES_INGRESS, EP_WILD_PORT_EGRESS, EP_WILD_PORT_INGRESS, ID_ANY, ID_WORLD,
+};
 use crate::reference::{self, Connection};
 use crate::scenario::model_world;
 
@@ -41,8 +44,19 @@ fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16
         .filter(|(p, _)| p.contains(peer))
         .max_by_key(|(p, _)| p.len)
         .map_or(ID_WORLD, |(_, id)| *id);
-    for pid in [peer_id, ID_ANY] {
-        for (pr, po) in [(proto, port), (proto, 0), (0, 0)] {
+    let ingress = dir == DIR_INGRESS;
+    let pick = |i: u32, e: u32| ep.flags & if ingress { i } else { e } != 0;
+    let any = pick(EP_ANY_PEER_INGRESS, EP_ANY_PEER_EGRESS);
+    let wild = pick(EP_WILD_PORT_INGRESS, EP_WILD_PORT_EGRESS);
+    let ranges = pick(EP_RANGES_INGRESS, EP_RANGES_EGRESS);
+    let peers: &[u32] = if any { &[peer_id, ID_ANY] } else { &[peer_id] };
+    for &pid in peers {
+        let tries: &[(u8, u16)] = if wild {
+            &[(proto, port), (proto, 0), (0, 0)]
+        } else {
+            &[(proto, port)]
+        };
+        for &(pr, po) in tries {
             let k = PolicyKey {
                 ep_id: ep.ep_id,
                 peer_id: pid,
@@ -53,6 +67,12 @@ fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16
             if c.policy.contains_key(&k) {
                 return true;
             }
+        }
+    }
+    // Ranges: the peer and the wildcard, when the endpoint has any.
+    for pid in [peer_id, ID_ANY] {
+        if !ranges || port == 0 {
+            break;
         }
         for rk in c.ranges.keys() {
             let d = rk.data;
