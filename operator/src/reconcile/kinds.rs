@@ -214,6 +214,46 @@ mod tests {
         assert_eq!(sorted, Kind::ALL);
     }
 
+    /// The ClusterRole the chart installs grants exactly what the controller does with each kind.
+    #[test]
+    fn the_cluster_role_covers_every_kind_and_no_secrets() {
+        let text = include_str!("../../rbac/clusterrole.yaml");
+        let docs = crate::yaml::parse(text, &crate::yaml::Limits::default()).expect("valid YAML");
+        let role = docs[0].root.to_json();
+        assert_eq!(role["kind"], "ClusterRole");
+        let rules = role["rules"].as_array().expect("rules");
+        let grants = |group: &str, resource: &str, verb: &str| {
+            rules.iter().any(|r| {
+                let has = |k: &str, v: &str| r[k].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+                has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+            })
+        };
+        for kind in Kind::ALL {
+            for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+                assert!(grants(kind.group(), kind.plural(), verb), "{} {verb}", kind.plural());
+            }
+            assert!(!grants(kind.group(), kind.plural(), "update"), "writes are applies");
+        }
+        assert!(grants("plinth.dev", "applications/status", "patch"));
+        assert!(grants("plinth.dev", "blueprints", "watch"));
+        assert!(
+            !grants("plinth.dev", "applications", "patch"),
+            "the spec is the developer's"
+        );
+        assert!(grants("events.k8s.io", "events", "create"));
+        assert!(!text.contains("secrets") || !rules.iter().any(|r| r.to_string().contains("secrets")));
+        for verb in ["escalate", "bind", "*"] {
+            assert!(
+                !rules
+                    .iter()
+                    .any(|r| r["verbs"].as_array().is_some_and(|a| a.iter().any(|x| x == verb))),
+                "{verb}"
+            );
+        }
+        let lease = docs[1].root.to_json();
+        assert_eq!(lease["kind"], "Role", "leader election is namespaced");
+    }
+
     #[test]
     fn resources_name_group_version_and_plural() {
         let hpa = Kind::HorizontalPodAutoscaler.resource("v2beta2");
