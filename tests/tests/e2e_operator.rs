@@ -44,10 +44,15 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Installs the CRDs and the bundled Blueprints once per test process.
+/// Installs the CRDs and the bundled Blueprints once per test process (on the shared control plane).
 async fn installed(cp: &ControlPlane) {
     static DONE: OnceCell<()> = OnceCell::const_new();
-    DONE.get_or_init(|| async {
+    DONE.get_or_init(|| install(cp)).await;
+}
+
+/// Installs the CRDs and the bundled Blueprints.
+async fn install(cp: &ControlPlane) {
+    {
         // CEL rules are removed for servers before 1.25 (the operator checks them itself). So is the
         // `default: ""` of Blueprint.spec.description: the test kube-apiserver (v1.20.2 built with a
         // newer Go) reads every empty string of a custom resource as `null` (kubernetes#99804), and
@@ -117,8 +122,7 @@ async fn installed(cp: &ControlPlane) {
             async move { apps.list(&ListParams::default().limit(1)).await.is_ok() }
         })
         .await;
-    })
-    .await;
+    }
 }
 
 /// Creates or replaces a Blueprint, as a platform team would.
@@ -1013,4 +1017,313 @@ async fn the_operator_works_under_its_cluster_role_and_cannot_read_secrets() {
 fn yaml_to_json(text: &str) -> Value {
     let docs = plinth_operator::yaml::parse(text, &plinth_operator::yaml::Limits::default()).unwrap();
     docs[0].root.to_json()
+}
+
+// ---- The operator as a process: killed, restarted, and two replicas with leader election ----
+
+/// The built `plinth` binary: `PLINTH_BIN`, else next to this test's own target directory.
+fn plinth_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PLINTH_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("plinth");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p plinth-operator` first (or set PLINTH_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `plinth operator` process; killed on drop.
+struct Process {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn spawn(kubeconfig: &std::path::Path, ns: &str, name: &str, extra: &[&str]) -> Process {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}-{name}.log", ns));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(plinth_bin())
+            .args(["operator", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--namespace", ns, "--metrics-address", &format!("127.0.0.1:{port}")])
+            .args([
+                "--identity",
+                name,
+                "--log",
+                "plinth_operator=info",
+                "--backoff-max",
+                "5s",
+            ])
+            .args(extra)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Process { child, port, log }
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    }
+
+    /// The value of a metric line (`name{labels}` exactly), 0 when absent.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await?;
+        Some(
+            text.lines()
+                .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+                .unwrap_or(0.0),
+        )
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- operator log {} ----\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+async fn all_applied(client: &Client, ns: &str, names: &[String]) {
+    for n in names {
+        applied(client, ns, n).await;
+        assert!(get::<Deployment>(client, ns, n).await.is_some(), "Deployment {n}");
+        assert!(get::<NetworkPolicy>(client, ns, n).await.is_some(), "NetworkPolicy {n}");
+    }
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_reconcile_converges_after_restart() {
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    installed(cp).await;
+    let ns = cp.namespace("op-kill").await;
+    let client = cp.client().await;
+    let first = Process::spawn(cp.admin_kubeconfig(), ns.name(), "first", &["--leader-election=false"]);
+    let (c, n) = (client.clone(), ns.name().to_owned());
+    let names: Vec<String> = (0..30).map(|i| format!("app{i}")).collect();
+    for name in &names {
+        create(&c, &n, name, json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080})).await;
+    }
+    // Kill it while it works through the queue.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let done = first
+            .metric("plinth_reconciles_total{result=\"applied\"}")
+            .await
+            .unwrap_or(0.0);
+        if done >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator started no reconcile:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.signal("KILL");
+    drop(first);
+    let apps = Api::<Application>::namespaced(client.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let unfinished = apps
+        .items
+        .iter()
+        .filter(|a| condition(a, "Applied").is_none_or(|c| c.status != "True"))
+        .count();
+    tracing::info!(unfinished, "killed the operator");
+    assert!(
+        unfinished > 0,
+        "the operator was killed before it finished (else this test proves nothing)"
+    );
+    let second = Process::spawn(cp.admin_kubeconfig(), ns.name(), "second", &["--leader-election=false"]);
+    all_applied(&client, ns.name(), &names).await;
+    // Every object is owned exactly once: nothing was duplicated or orphaned by the kill.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(deployments.items.len(), names.len());
+    drop(second);
+}
+
+#[tokio::test]
+async fn local_an_api_server_restart_under_load_loses_nothing() {
+    init_tracing();
+    let cp = ControlPlane::start().await;
+    install(&cp).await;
+    let ns = cp.namespace("op-restart").await;
+    let client = cp.client().await;
+    let op = Operator::admin(&cp, ns.name()).await;
+    let names: Vec<String> = (0..40).map(|i| format!("app{i}")).collect();
+    for name in &names[..20] {
+        create(
+            &client,
+            ns.name(),
+            name,
+            json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+        )
+        .await;
+    }
+    // Stop the API server while those are being reconciled.
+    cp.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cp.start_apiserver().await;
+    let client = cp.client().await;
+    for name in &names[20..] {
+        create(
+            &client,
+            ns.name(),
+            name,
+            json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+        )
+        .await;
+    }
+    all_applied(&client, ns.name(), &names).await;
+    // And it still reacts to changes afterwards.
+    set_spec(&client, ns.name(), "app0", json!({"image": "ghcr.io/acme/shop:2.0"})).await;
+    applied(&client, ns.name(), "app0").await;
+    assert_eq!(
+        image_of(&get::<Deployment>(&client, ns.name(), "app0").await.unwrap()),
+        "ghcr.io/acme/shop:2.0"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_with_leader_election_never_both_write() {
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    installed(cp).await;
+    let ns = cp.namespace("op-leader").await;
+    let client = cp.client().await;
+    let lease = ["--lease-namespace", ns.name(), "--lease-duration", "6s"];
+    let a = Process::spawn(cp.admin_kubeconfig(), ns.name(), "replica-a", &lease);
+    let b = Process::spawn(cp.admin_kubeconfig(), ns.name(), "replica-b", &lease);
+    // Exactly one becomes leader.
+    let deadline = Instant::now() + WAIT;
+    let (leader, follower) = loop {
+        let (la, lb) = (a.metric("plinth_leader").await, b.metric("plinth_leader").await);
+        assert!(!(la == Some(1.0) && lb == Some(1.0)), "both replicas lead");
+        match (la, lb) {
+            (Some(1.0), Some(_)) => break (a, b),
+            (Some(_), Some(1.0)) => break (b, a),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no leader:\n{}\n{}", a.log(), b.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    create(
+        &client,
+        ns.name(),
+        "one",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+    )
+    .await;
+    applied(&client, ns.name(), "one").await;
+    for _ in 0..10 {
+        assert_eq!(
+            follower.metric("plinth_leader").await,
+            Some(0.0),
+            "the follower stays a follower"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for verb in ["PATCH", "DELETE", "PUT"] {
+        assert_eq!(
+            follower
+                .metric(&format!("plinth_api_requests_total{{verb=\"{verb}\"}}"))
+                .await,
+            Some(0.0),
+            "the follower sent no {verb}"
+        );
+    }
+    assert_eq!(
+        follower.metric("plinth_reconciles_total{result=\"applied\"}").await,
+        Some(0.0)
+    );
+    assert!(
+        leader
+            .metric("plinth_reconciles_total{result=\"applied\"}")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+
+    // The leader stops (SIGTERM: finishes its work, releases the Lease); the follower takes over.
+    leader.signal("TERM");
+    let mut leader = leader;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = leader.child.wait();
+        (s, leader)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.unwrap().success(),
+        "graceful shutdown exits 0:\n{}",
+        status.1.log()
+    );
+    assert!(
+        status.1.log().contains("released the leader Lease"),
+        "{}",
+        status.1.log()
+    );
+    let deadline = Instant::now() + WAIT;
+    while follower.metric("plinth_leader").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not take over:\n{}",
+            follower.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    create(
+        &client,
+        ns.name(),
+        "two",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+    )
+    .await;
+    applied(&client, ns.name(), "two").await;
+    drop(follower);
 }
