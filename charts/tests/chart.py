@@ -1,13 +1,15 @@
 """Renders charts/plinth with the real Helm library (helm-python-sdk) into Kubernetes objects.
 
-Used by the chart tests (test_chart.py) and, as a command, by the end-to-end test that applies the chart to the
+Used by the chart tests (test_chart.py) and, as a command, by the end-to-end test that installs the chart on the
 test control plane (tests/tests/e2e_chart.rs):
 
-    python3 charts/tests/chart.py --release plinth --namespace plinth-system [--values JSON] [--kubeconfig FILE]
+    python3 charts/tests/chart.py --release plinth --namespace plinth-system [--values JSON] [--install KUBECONFIG]
 
-prints {"objects": [...], "crds": [...], "notes": "..."} as JSON. With --kubeconfig the chart is rendered as an
-install on that cluster would render it: `.Capabilities` come from the cluster's discovery (policy/v1beta1
-PodDisruptionBudgets on Kubernetes 1.20, for example); nothing is written to the cluster.
+prints {"objects": [...], "crds": [...], "notes": "..."} as JSON. With --install it is `helm install
+--skip-crds --server-side` on the cluster of KUBECONFIG, run by Helm's own code: `.Capabilities` come from the
+cluster's discovery (policy/v1beta1 PodDisruptionBudgets on Kubernetes 1.20, for example), every object is
+server-side applied, and "objects" are the release's manifest. The CRDs are left to
+the caller, because Helm applies crds/ server-side and API servers before 1.25 refuse their CEL rules that way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from helm_python import _native
 from helm_python import chart as helm_chart
+from helm_python.config import Config
 
 CHART = Path(__file__).resolve().parent.parent / "plinth"
 REPO = CHART.parent.parent
@@ -35,19 +39,10 @@ def render(
     *,
     release: str = "plinth",
     namespace: str = "plinth-system",
-    kubeconfig: str | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Renders the chart; returns its objects (in template order) and NOTES.txt."""
+    """Renders the chart offline; returns its objects (in template order) and NOTES.txt."""
     with helm_chart.Chart.load(CHART) as loaded:
-        if kubeconfig:
-            from helm_python.config import HelmConfig
-
-            with HelmConfig(kubeconfig_path=kubeconfig, namespace=namespace) as config:
-                manifests = config.render(
-                    loaded, values or {}, name=release, namespace=namespace, is_install=True
-                )
-        else:
-            manifests = loaded.render(values or {}, name=release, namespace=namespace, is_install=True)
+        manifests = loaded.render(values or {}, name=release, namespace=namespace, is_install=True)
     objects: list[dict[str, Any]] = []
     notes = ""
     for path in sorted(manifests):
@@ -56,6 +51,33 @@ def render(
             continue
         objects.extend(documents(manifests[path]))
     return objects, notes
+
+
+def install(
+    kubeconfig: str, values: dict[str, Any] | None = None, *, release: str, namespace: str
+) -> tuple[list[dict[str, Any]], str]:
+    """`helm install --skip-crds --server-side`; returns the release's objects and its notes."""
+    # Config.install does not expose skip_crds and server_side_apply; the library's install action takes them.
+    options = {
+        "namespace": namespace,
+        "skip_crds": True,
+        "server_side_apply": True,
+        "wait": "hookOnly",
+        "timeout_seconds": 120,
+    }
+    with helm_chart.Chart.load(CHART) as loaded, Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
+        payload = _native.call_string(
+            "helm_install",
+            config._raw(),
+            Config._context_arg(None),
+            loaded._raw(),
+            None,
+            release,
+            json.dumps(values or {}),
+            json.dumps(options),
+        )
+    installed = json.loads(payload)
+    return documents(installed["manifest"]), installed.get("info", {}).get("notes", "")
 
 
 def crds() -> list[dict[str, Any]]:
@@ -71,11 +93,13 @@ def main() -> int:
     parser.add_argument("--release", default="plinth")
     parser.add_argument("--namespace", default="plinth-system")
     parser.add_argument("--values", default="{}", help="values as a JSON object")
-    parser.add_argument("--kubeconfig", help="render against this cluster's capabilities")
+    parser.add_argument("--install", metavar="KUBECONFIG", help="install the release on this cluster")
     args = parser.parse_args()
-    objects, notes = render(
-        json.loads(args.values), release=args.release, namespace=args.namespace, kubeconfig=args.kubeconfig
-    )
+    values = json.loads(args.values)
+    if args.install:
+        objects, notes = install(args.install, values, release=args.release, namespace=args.namespace)
+    else:
+        objects, notes = render(values, release=args.release, namespace=args.namespace)
     json.dump({"objects": objects, "crds": crds(), "notes": notes}, sys.stdout)
     return 0
 
