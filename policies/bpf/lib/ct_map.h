@@ -10,7 +10,6 @@
  * pass on a hit without a policy lookup. LRU: the oldest flows go first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU); /* per-CPU LRU lists: cheaper inserts */
 	__type(key, struct plinth_ct_key);
 	__type(value, struct plinth_ct_value);
 	__uint(max_entries, 262144);

@@ -21,7 +21,6 @@ struct {
 /* Last event time per flow: a flood of one flow yields one event a gap. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU); /* per-CPU LRU lists: cheaper inserts */
 	__type(key, struct plinth_ct_key);
 	__type(value, __u64);
 	__uint(max_entries, 65536);
