@@ -169,3 +169,68 @@ fn agent_enforces_a_world_file_and_serves_flows_and_metrics() {
     assert!(!std::path::Path::new(&pin_dir).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn conformance_command_prints_tables_and_exits_non_zero_on_mismatch() {
+    let dir = std::env::temp_dir().join(format!("plinth-conf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    // Wrong on purpose: claims the x pods stay reachable under a deny-all policy.
+    let wrong = dir.join("wrong.yaml");
+    let mut table = String::from("from\\to x/a x/b x/c y/a y/b y/c z/a z/b z/c\n");
+    for (i, from) in ["x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c"]
+        .iter()
+        .enumerate()
+    {
+        let cells: Vec<&str> = (0..9).map(|j| if i == j { "-" } else { "." }).collect();
+        table += &format!("{from} {}\n", cells.join(" "));
+    }
+    let indented: String = table.lines().map(|l| format!("        {l}\n")).collect();
+    std::fs::write(
+        &wrong,
+        format!(
+            "name: wrong\nsteps:\n  - name: deny x\n    apply:\n      - metadata: {{name: deny, namespace: x}}\n        spec: {{podSelector: {{}}}}\n    expect:\n      TCP/80: |\n{indented}"
+        ),
+    )
+    .expect("write scenario");
+    let out = Command::new(BIN)
+        .args(["conformance", "--json"])
+        .arg(&wrong)
+        .output()
+        .expect("run conformance");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let mismatches = json[0]["results"][0]["mismatches"]
+        .as_array()
+        .expect("mismatches")
+        .len();
+    assert_eq!(mismatches, 24, "every client of the three x pods differs: {json}");
+    assert_eq!(json[0]["results"][0]["source"], "explicit");
+
+    // The same step judged by the reference evaluator passes, as text.
+    let right = dir.join("right.yaml");
+    std::fs::write(
+        &right,
+        "name: right\nsteps:\n  - name: deny x\n    apply:\n      - metadata: {name: deny, namespace: x}\n        spec: {podSelector: {}}\n",
+    )
+    .expect("write scenario");
+    let out = Command::new(BIN)
+        .arg("conformance")
+        .arg(&right)
+        .output()
+        .expect("run conformance");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("step \"deny x\" probe TCP/80 (reference): ok"), "{text}");
+    assert!(text.contains("from\\to"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -119,3 +119,49 @@ pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>)
         let _ = tx.send(Some(w));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn obj<T: serde::de::DeserializeOwned>(yaml: &str) -> Arc<T> {
+        Arc::new(serde_saphyr::from_str(yaml).expect("object yaml"))
+    }
+
+    #[test]
+    fn local_pods_get_interfaces_and_host_network_pods_are_left_out() {
+        let ns = vec![obj::<K8sNamespace>(
+            "metadata: {name: x, labels: {kubernetes.io/metadata.name: x, team: a}}",
+        )];
+        let pods = vec![
+            obj::<K8sPod>(
+                "metadata: {name: a, namespace: x, labels: {app: a}}\nspec:\n  nodeName: n1\n  containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]\nstatus: {podIP: 198.18.0.11}",
+            ),
+            obj::<K8sPod>(
+                "metadata: {name: b, namespace: x}\nspec: {nodeName: n2, containers: [{name: c}]}\nstatus: {podIP: 198.18.0.12}",
+            ),
+            obj::<K8sPod>(
+                "metadata: {name: h, namespace: x}\nspec: {nodeName: n1, hostNetwork: true, containers: [{name: c}]}\nstatus: {podIP: 198.18.0.13}",
+            ),
+            obj::<K8sPod>("metadata: {name: pending, namespace: x}\nspec: {nodeName: n1, containers: [{name: c}]}"),
+        ];
+        let table = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            cali1\t0B0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n\
+            cali2\t0C0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n";
+        let w = world_from(&pods, &ns, &[], "n1", table);
+        assert_eq!(w.namespaces[0].labels.len(), 1, "the implicit name label is not stored");
+        let names: Vec<&str> = w.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(w.pods[0].interface.as_deref(), Some("cali1"));
+        assert_eq!(w.pods[1].interface, None, "pod on another node");
+        assert_eq!(
+            w.pods[0].ports,
+            vec![NamedPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: "TCP".into()
+            }]
+        );
+    }
+}
