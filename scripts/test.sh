@@ -38,6 +38,8 @@ fi
 step "Python packages (the real Helm library, for the chart tests and benchmarks)"
 python3 -c 'import helm_python' 2>/dev/null || python3 -m pip install -q 'helm-python-sdk==0.2.2' \
     || fail "cannot install helm-python-sdk from PyPI"
+python3 -c 'import pytest, yaml' 2>/dev/null || python3 -m pip install -q 'pytest==8.3.4' 'PyYAML==6.0.3' \
+    || fail "cannot install pytest and PyYAML from PyPI"
 
 step "test control plane (built once, then cached under $PLINTH_CACHE_DIR)"
 bin_dir=$(tests/control-plane/provision.sh | tail -n 1) || fail "provisioning the test control plane failed (see above)"
@@ -56,6 +58,10 @@ if [ -d charts/plinth/crds ]; then
     cat charts/plinth/crds/*.yaml | diff -u - "$PLINTH_CACHE_DIR/crds.yaml" \
         || fail "charts/plinth/crds differ from \`plinth crds\`: regenerate them"
 fi
+charts/generate.sh --check || fail "charts/plinth is out of date with the code: run charts/generate.sh"
+
+step "Helm chart (lint, render, schema and RBAC checks with Helm's own library)"
+python3 -m pytest charts/tests -q -p no:cacheprovider || fail "the chart tests failed (see above)"
 
 step "tests"
 cargo test --workspace --no-fail-fast
