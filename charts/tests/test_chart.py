@@ -571,3 +571,17 @@ def test_values_file_is_the_default() -> None:
     """values.yaml parses to what Helm uses by default (no templating surprises)."""
     on_disk = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
     assert helm_chart.Chart.load(CHART).values == copy.deepcopy(on_disk)
+
+
+def test_the_image_holds_the_binaries_the_chart_runs() -> None:
+    """The Dockerfile builds and copies every command the chart's containers run, and keeps templates/ in."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    objs = objects_of({})
+    commands = {container(w)["command"][0] for w in find(objs, "Deployment") + find(objs, "DaemonSet")}
+    assert commands == {"plinth", "plinth-agent"}
+    for command in commands:
+        assert f"--bin {command}" in dockerfile, f"the Dockerfile does not build {command}"
+        assert f"/out/{command}" in dockerfile, f"the Dockerfile does not copy {command}"
+    ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
+    assert "templates" not in ignored, "the bundled Blueprints are compiled in from templates/"
+    assert re.search(r"^USER 65532", dockerfile, re.M), "non-root by default"

@@ -104,8 +104,8 @@ async fn crds_installed(cp: &ControlPlane) {
         assert_eq!(rendered.crds.len(), 2, "the chart's crds/ holds both CRDs");
         for crd in &rendered.crds {
             let mut crd = crd.clone();
-            // The local 1.20 control plane turns empty strings inside CRDs and custom resources into null and
-            // then refuses them (`default: Invalid value: "null"`): drop the one empty-string default (the
+            // The test kube-apiserver (v1.20.2 built with a newer Go) reads every empty string of a custom
+            // resource as null and refuses it (kubernetes#99804): drop the one empty-string default (the
             // Blueprint's `description`), which these tests do not rely on.
             remove_empty_string_defaults(&mut crd);
             let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
@@ -137,7 +137,7 @@ async fn install_chart(cp: &ControlPlane, release: &str, namespace: &str, values
     let admin = cp.client().await;
     let mut values = values;
     // The bundled Blueprints grant core-group permissions (`apiGroups: [""]`), which the local control plane's
-    // empty-string defect refuses (see `remove_empty_string_defaults`): installed where the server keeps empty
+    // empty-string defect (kubernetes#99804) refuses: installed where the server keeps empty
     // strings. charts/tests/test_chart.py checks that they render equal to `plinth blueprints export`.
     if !stores_empty_strings(&admin).await {
         eprintln!(
