@@ -3,13 +3,15 @@
 Used by the chart tests (test_chart.py) and, as a command, by the end-to-end test that installs the chart on the
 test control plane (tests/tests/e2e_chart.rs):
 
-    python3 charts/tests/chart.py --release plinth --namespace plinth-system [--values JSON] [--install KUBECONFIG]
+    python3 charts/tests/chart.py --release plinth --namespace plinth-system [--values JSON]
+        [--install KUBECONFIG | --upgrade KUBECONFIG | --uninstall KUBECONFIG]
 
 prints {"objects": [...], "crds": [...], "notes": "..."} as JSON. With --install it is `helm install
 --skip-crds --server-side` on the cluster of KUBECONFIG, run by Helm's own code: `.Capabilities` come from the
 cluster's discovery (policy/v1beta1 PodDisruptionBudgets on Kubernetes 1.20, for example), every object is
 server-side applied, and "objects" are the release's manifest. The CRDs are left to
 the caller, because Helm applies crds/ server-side and API servers before 1.25 refuse their CEL rules that way.
+--upgrade and --uninstall are `helm upgrade --server-side` and `helm uninstall` of that release.
 """
 
 from __future__ import annotations
@@ -80,6 +82,33 @@ def install(
     return documents(installed["manifest"]), installed.get("info", {}).get("notes", "")
 
 
+def upgrade(
+    kubeconfig: str, values: dict[str, Any] | None = None, *, release: str, namespace: str
+) -> tuple[list[dict[str, Any]], str]:
+    """`helm upgrade --server-side` of an installed release; returns the new revision's objects and notes."""
+    # For upgrades Helm takes "true", "false" or "auto" (keep what the release used).
+    options = {"namespace": namespace, "server_side_apply": "true", "wait": "hookOnly", "timeout_seconds": 120}
+    with helm_chart.Chart.load(CHART) as loaded, Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
+        payload = _native.call_string(
+            "helm_upgrade",
+            config._raw(),
+            Config._context_arg(None),
+            loaded._raw(),
+            None,
+            release,
+            json.dumps(values or {}),
+            json.dumps(options),
+        )
+    upgraded = json.loads(payload)
+    return documents(upgraded["manifest"]), upgraded.get("info", {}).get("notes", "")
+
+
+def uninstall(kubeconfig: str, *, release: str, namespace: str) -> None:
+    """`helm uninstall` (the CRDs stay, as with any chart)."""
+    with Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
+        config.uninstall(release, timeout=120)
+
+
 def crds() -> list[dict[str, Any]]:
     """The CustomResourceDefinitions in the chart's crds/ folder."""
     found: list[dict[str, Any]] = []
@@ -93,11 +122,19 @@ def main() -> int:
     parser.add_argument("--release", default="plinth")
     parser.add_argument("--namespace", default="plinth-system")
     parser.add_argument("--values", default="{}", help="values as a JSON object")
-    parser.add_argument("--install", metavar="KUBECONFIG", help="install the release on this cluster")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--install", metavar="KUBECONFIG", help="install the release on this cluster")
+    action.add_argument("--upgrade", metavar="KUBECONFIG", help="upgrade the release on this cluster")
+    action.add_argument("--uninstall", metavar="KUBECONFIG", help="uninstall the release from this cluster")
     args = parser.parse_args()
     values = json.loads(args.values)
     if args.install:
         objects, notes = install(args.install, values, release=args.release, namespace=args.namespace)
+    elif args.upgrade:
+        objects, notes = upgrade(args.upgrade, values, release=args.release, namespace=args.namespace)
+    elif args.uninstall:
+        uninstall(args.uninstall, release=args.release, namespace=args.namespace)
+        objects, notes = [], ""
     else:
         objects, notes = render(values, release=args.release, namespace=args.namespace)
     json.dump({"objects": objects, "crds": crds(), "notes": notes}, sys.stdout)

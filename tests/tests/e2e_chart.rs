@@ -46,9 +46,21 @@ struct Rendered {
     crds: Vec<Value>,
 }
 
-/// Runs charts/tests/chart.py (Helm's own library through helm-python-sdk): an offline render, or with
-/// `install` a `helm install --skip-crds --server-side` of the release on `cp`.
-fn helm(cp: &ControlPlane, release: &str, namespace: &str, values: &Value, install: bool) -> Rendered {
+/// What charts/tests/chart.py does with the chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// `helm template`: render offline.
+    Template,
+    /// `helm install --skip-crds --server-side` on the control plane.
+    Install,
+    /// `helm upgrade --server-side` of the release.
+    Upgrade,
+    /// `helm uninstall` of the release.
+    Uninstall,
+}
+
+/// Runs charts/tests/chart.py: Helm's own code through helm-python-sdk.
+fn helm(cp: &ControlPlane, action: Action, release: &str, namespace: &str, values: &Value) -> Rendered {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/tests/chart.py");
     let mut command = Command::new("python3");
     command.arg(&script).args([
@@ -59,17 +71,25 @@ fn helm(cp: &ControlPlane, release: &str, namespace: &str, values: &Value, insta
         "--values",
         &values.to_string(),
     ]);
-    if install {
-        command.arg("--install").arg(cp.admin_kubeconfig());
+    match action {
+        Action::Template => {}
+        Action::Install => {
+            command.arg("--install").arg(cp.admin_kubeconfig());
+        }
+        Action::Upgrade => {
+            command.arg("--upgrade").arg(cp.admin_kubeconfig());
+        }
+        Action::Uninstall => {
+            command.arg("--uninstall").arg(cp.admin_kubeconfig());
+        }
     }
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}; install Python 3", script.display()));
     assert!(
         output.status.success(),
-        "helm {} failed ({}):\n{}\nThe chart tests need the Helm library: python3 -m pip install \
-         'helm-python-sdk==0.2.2' PyYAML (scripts/test.sh installs them)",
-        if install { "install" } else { "template" },
+        "helm {action:?} of {release} failed ({}):\n{}\nThe chart tests need the Helm library: python3 -m pip \
+         install 'helm-python-sdk==0.2.2' PyYAML (scripts/test.sh installs them)",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -100,7 +120,7 @@ fn find<'a>(rendered: &'a Rendered, kind: &str, name: &str) -> &'a Value {
 async fn crds_installed(cp: &ControlPlane) {
     static DONE: OnceCell<()> = OnceCell::const_new();
     DONE.get_or_init(|| async {
-        let rendered = helm(cp, "plinth", "plinth-system", &json!({}), false);
+        let rendered = helm(cp, Action::Template, "plinth", "plinth-system", &json!({}));
         assert_eq!(rendered.crds.len(), 2, "the chart's crds/ holds both CRDs");
         for crd in &rendered.crds {
             let mut crd = crd.clone();
@@ -146,16 +166,22 @@ async fn install_chart(cp: &ControlPlane, release: &str, namespace: &str, values
         );
         values["blueprints"] = json!({"install": false});
     }
-    let installed = helm(cp, release, namespace, &values, true);
-    assert!(!installed.objects.is_empty(), "the release has objects");
-    for object in &installed.objects {
+    let installed = helm(cp, Action::Install, release, namespace, &values);
+    assert_applied(&admin, &installed.objects).await;
+    installed
+}
+
+/// Checks that the API server stored every object, server-side applied.
+async fn assert_applied(admin: &Client, objects: &[Value]) {
+    assert!(!objects.is_empty(), "the release has objects");
+    for object in objects {
         let what = kind_name(object);
         let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
             Some((g, v)) => (g.to_owned(), v.to_owned()),
             None => (String::new(), object["apiVersion"].as_str().unwrap().to_owned()),
         };
         let gvk = GroupVersionKind::gvk(&group, &version, object["kind"].as_str().unwrap());
-        let (resource, caps) = discovery::pinned_kind(&admin, &gvk)
+        let (resource, caps) = discovery::pinned_kind(admin, &gvk)
             .await
             .unwrap_or_else(|e| panic!("{what}: the server does not serve {gvk:?}: {e}"));
         let api: Api<DynamicObject> = match caps.scope {
@@ -178,7 +204,6 @@ async fn install_chart(cp: &ControlPlane, release: &str, namespace: &str, values
             "{what}: server-side applied by Helm; managed fields: {managers:?}"
         );
     }
-    installed
 }
 
 /// Whether the server keeps an empty string in a custom resource (a server-side dry run of a Blueprint).
@@ -204,7 +229,7 @@ async fn stores_empty_strings(admin: &Client) -> bool {
 /// A Blueprint of the test's own: the chart's `web` with permissions outside the core API group (the local
 /// control plane cannot store `apiGroups: [""]`, see `stores_empty_strings`).
 async fn test_blueprint(cp: &ControlPlane, name: &str) {
-    let rendered = helm(cp, "plinth", "plinth-system", &json!({}), false);
+    let rendered = helm(cp, Action::Template, "plinth", "plinth-system", &json!({}));
     let mut web = find(&rendered, "Blueprint", "web").clone();
     web["metadata"] = json!({ "name": name });
     web["spec"]["policy"]["allowedPermissions"] = json!([
@@ -858,6 +883,84 @@ async fn the_agent_service_account_may_only_read_pods_namespaces_and_network_pol
         Api::<k8s_openapi::api::core::v1::Node>::all(token)
             .list(&ListParams::default())
             .await,
+    );
+}
+
+#[tokio::test]
+async fn the_release_upgrades_and_uninstalls() {
+    let cp = ControlPlane::shared().await;
+    let ns = cp.namespace("chart-upgrade").await;
+    let release = release_for(ns.name());
+    let admin = cp.client().await;
+    install_chart(cp, &release, ns.name(), json!({})).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), ns.name());
+    let roles: Api<Role> = Api::namespaced(admin.clone(), ns.name());
+    let operator = format!("{release}-operator");
+    let spec = deployments.get(&operator).await.unwrap().spec.unwrap();
+    assert_eq!(
+        spec.strategy.unwrap().type_.as_deref(),
+        Some("Recreate"),
+        "one writer without leader election"
+    );
+    assert!(
+        roles
+            .get_opt(&format!("{operator}-leader-election"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A second replica turns leader election on, with its Lease permissions; the agent goes away.
+    let mut values = json!({"operator": {"replicas": 2}, "agent": {"enabled": false}});
+    if !stores_empty_strings(&admin).await {
+        values["blueprints"] = json!({"install": false});
+    }
+    let upgraded = helm(cp, Action::Upgrade, &release, ns.name(), &values);
+    assert_applied(&admin, &upgraded.objects).await;
+    let deployment = deployments.get(&operator).await.unwrap();
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("RollingUpdate"));
+    let args = spec.template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--leader-election=true".to_owned()), "{args:?}");
+    assert!(
+        roles
+            .get_opt(&format!("{operator}-leader-election"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let agents: Api<DaemonSet> = Api::namespaced(admin.clone(), ns.name());
+    let agent_roles: Api<ClusterRole> = Api::all(admin.clone());
+    let agent = format!("{release}-agent");
+    control_plane::eventually("the agent removed by the upgrade", WAIT, || {
+        let (agents, agent_roles, agent) = (agents.clone(), agent_roles.clone(), agent.clone());
+        async move {
+            agents.get_opt(&agent).await.unwrap().is_none() && agent_roles.get_opt(&agent).await.unwrap().is_none()
+        }
+    })
+    .await;
+
+    // Uninstall removes the release's objects, cluster-wide ones included; the CRDs stay.
+    helm(cp, Action::Uninstall, &release, ns.name(), &json!({}));
+    let cluster_roles: Api<ClusterRole> = Api::all(admin.clone());
+    control_plane::eventually("the release's objects removed", WAIT, || {
+        let (deployments, cluster_roles, operator) = (deployments.clone(), cluster_roles.clone(), operator.clone());
+        async move {
+            deployments.get_opt(&operator).await.unwrap().is_none()
+                && cluster_roles.get_opt(&operator).await.unwrap().is_none()
+                && cluster_roles
+                    .get_opt(&format!("{operator}-blueprints"))
+                    .await
+                    .unwrap()
+                    .is_none()
+        }
+    })
+    .await;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin);
+    assert!(
+        crds.get_opt("applications.plinth.dev").await.unwrap().is_some(),
+        "Helm never deletes CRDs"
     );
 }
 
