@@ -689,11 +689,26 @@ async fn the_operator_does_its_job_with_the_charts_service_account_and_nothing_m
     // Leader election: its Lease in its own namespace, no other.
     let lease: Lease =
         serde_json::from_value(json!({"metadata": {"name": format!("{release}-operator")}, "spec": {}})).unwrap();
-    allowed(
+    let leases = Api::<Lease>::namespaced(token.clone(), system.name());
+    let mut held = allowed(
         "create the leader Lease",
-        Api::<Lease>::namespaced(token.clone(), system.name())
-            .create(&PostParams::default(), &lease)
+        leases.create(&PostParams::default(), &lease).await,
+    );
+    held.spec.get_or_insert_default().holder_identity = Some("replica-a".to_owned());
+    allowed(
+        "renew the leader Lease",
+        leases
+            .replace(&format!("{release}-operator"), &PostParams::default(), &held)
             .await,
+    );
+    allowed(
+        "read the leader Lease",
+        leases.get(&format!("{release}-operator")).await,
+    );
+    forbidden(
+        "delete the leader Lease",
+        &user,
+        leases.delete(&format!("{release}-operator"), &Default::default()).await,
     );
     forbidden(
         "create a Lease elsewhere",
