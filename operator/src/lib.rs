@@ -7,6 +7,7 @@ pub mod cli;
 pub mod problem;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod schema;
 pub mod validate;
 pub mod yaml;

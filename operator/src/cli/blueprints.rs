@@ -29,6 +29,9 @@ pub enum BlueprintsCommand {
         #[command(flatten)]
         source: BlueprintSource,
     },
+    /// Show offline which Applications a Blueprint change would alter and how: a unified diff per rendered
+    /// object and a summary. Exits 1 when anything changes or breaks, 0 when nothing does.
+    Diff(super::diff::DiffArgs),
 }
 
 /// Blueprint objects by name, and where each came from (for diagnostics).
@@ -36,9 +39,7 @@ pub type Catalog = (BTreeMap<String, Blueprint>, BTreeMap<String, String>);
 
 /// Blueprint objects by name, and where each came from (a folder, or `<bundled>/NAME`): the bundled ones,
 /// overridden by those in `--blueprints DIR`.
-pub fn objects(
-    source: &BlueprintSource,
-) -> Result<Catalog, (String, Problems)> {
+pub fn objects(source: &BlueprintSource) -> Result<Catalog, (String, Problems)> {
     let all = bundled::objects().map_err(|p| ("bundled blueprints".to_owned(), p))?;
     let mut origins: BTreeMap<String, String> = all.keys().map(|k| (k.clone(), format!("<bundled>/{k}"))).collect();
     let mut all = all;
@@ -142,6 +143,7 @@ pub fn run(cmd: &BlueprintsCommand) -> u8 {
         BlueprintsCommand::List(s)
         | BlueprintsCommand::Show { source: s, .. }
         | BlueprintsCommand::Export { source: s, .. } => s,
+        BlueprintsCommand::Diff(args) => return super::diff::run(args),
     };
     let (all, origins) = match objects(source) {
         Ok(a) => a,
@@ -218,5 +220,7 @@ pub fn run(cmd: &BlueprintsCommand) -> u8 {
             print!("{}", emit::to_yaml_stream(&docs));
             exit::OK
         }
+        // Handled before the catalog is read.
+        BlueprintsCommand::Diff(args) => super::diff::run(args),
     }
 }

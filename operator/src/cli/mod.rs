@@ -1,6 +1,7 @@
 //! The `plinth` command line: render, validate and inspect Applications and Blueprints offline.
 
 pub mod blueprints;
+pub mod diff;
 pub mod input;
 pub mod operator;
 pub mod render;
