@@ -10,6 +10,7 @@ Applying the chart to a real API server is tests/tests/e2e_chart.rs.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -585,3 +586,17 @@ def test_the_image_holds_the_binaries_the_chart_runs() -> None:
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert "templates" not in ignored, "the bundled Blueprints are compiled in from templates/"
     assert re.search(r"^USER 65532", dockerfile, re.M), "non-root by default"
+
+
+def test_the_notes_example_application_is_valid(tmp_path: Path) -> None:
+    """The first Application NOTES.txt shows passes `plinth validate` and renders with the bundled Blueprints."""
+    notes = render({})[1]
+    lines = notes.split("Write your first Application, app.yaml:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    example = tmp_path / "app.yaml"
+    example.write_text("\n".join(line.removeprefix("  ") for line in lines) + "\n", encoding="utf-8")
+    assert yaml.safe_load(example.read_text(encoding="utf-8"))["kind"] == "Application"
+    cargo_run = ["cargo", "run", "-q", "-p", "plinth-operator", "--"]
+    plinth = [os.environ["PLINTH"]] if os.environ.get("PLINTH") else cargo_run
+    for command in (["validate", str(example)], ["render", str(example)]):
+        run = subprocess.run(plinth + command, capture_output=True, text=True, cwd=REPO)
+        assert run.returncode == 0, f"plinth {command[0]}: {run.stdout}{run.stderr}"
