@@ -351,3 +351,14 @@ pub fn route_interface(ip: Ipv4Addr) -> Option<String> {
     let text = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
     crate::agent::routes::interface_for(&text, ip)
 }
+
+/// Removes a bpffs pin directory (maps, links) on drop, also after an error
+/// or a panic: unpinning the links detaches them.
+#[derive(Debug)]
+pub struct PinDirGuard(pub std::path::PathBuf);
+
+impl Drop for PinDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

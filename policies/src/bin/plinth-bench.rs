@@ -141,6 +141,7 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
     let net = TestNet::new(0)?;
     let node = net.node.clone();
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}"));
+    let _cleanup = netns::PinDirGuard(pin_dir.clone());
     let row = netns::in_netns(&node, move || -> anyhow::Result<PacketRow> {
         let client = Ipv4Addr::new(198, 18, 1, 1);
         let stranger = Ipv4Addr::new(198, 18, 2, 2);
@@ -326,10 +327,12 @@ fn conn_once(rules: usize, secs: u64, how: Enforcer) -> anyhow::Result<f64> {
     fast_server(&net, 1, Arc::clone(&stop))?;
     let node = net.node.clone();
     let mut dp = None;
+    let mut guard = None;
     match how {
         Enforcer::None => {}
         Enforcer::Plinth => {
             let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}"));
+            guard = Some(netns::PinDirGuard(pin_dir.clone()));
             let server_if = net.pods[1].host_if.clone();
             let client_ip = net.pods[0].ip;
             dp = Some(netns::in_netns(&node, move || -> anyhow::Result<Datapath> {
@@ -362,6 +365,7 @@ fn conn_once(rules: usize, secs: u64, how: Enforcer) -> anyhow::Result<f64> {
     if let Some(dp) = dp {
         netns::in_netns(&node, move || dp.teardown())??;
     }
+    drop(guard);
     rate
 }
 
@@ -393,6 +397,7 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
     let net = TestNet::new(2)?;
     let node = net.node.clone();
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}-upd"));
+    let _cleanup = netns::PinDirGuard(pin_dir.clone());
     let server_if = net.pods[1].host_if.clone();
     let client = net.pods[0].ip;
     let (plinth_write, plinth_apply) = netns::in_netns(&node, move || -> anyhow::Result<(Duration, Duration)> {
