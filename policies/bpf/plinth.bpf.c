@@ -71,7 +71,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	key.pad = 0;
 
 	now = bpf_ktime_get_ns();
-	ct = ct_lookup(&key, now);
+	ct = ct_lookup(&key, t.tcp_flags, now);
 	if (ct == PLINTH_CT_ESTABLISHED) {
 		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);
 		return TC_ACT_OK;

@@ -9,8 +9,18 @@ pub const TC_ACT_OK: u32 = 0;
 /// tc verdict: drop.
 pub const TC_ACT_SHOT: u32 = 2;
 
-/// An Ethernet + IPv4 frame with a TCP (SYN), UDP or SCTP header.
+/// TCP flags: SYN.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP flags: ACK.
+pub const TCP_ACK: u8 = 0x10;
+
+/// An Ethernet + IPv4 frame with a TCP (SYN), UDP or SCTP (INIT) header.
 pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    ipv4_packet_flags(src, dst, proto, sport, dport, TCP_SYN)
+}
+
+/// Like [`ipv4_packet`], with the given TCP flags.
+pub fn ipv4_packet_flags(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, tcp_flags: u8) -> Vec<u8> {
     let l4_len = match proto {
         6 => 20,
         17 => 8,
@@ -36,7 +46,7 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u
     match proto {
         6 => {
             l4[12] = 0x50;
-            l4[13] = 0x02; // SYN
+            l4[13] = tcp_flags;
         }
         17 => l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes()),
         132 => {

@@ -238,3 +238,43 @@ fn flow_events_name_the_verdict_and_are_rate_limited_per_flow() {
     let drops: u64 = metrics.get(&16, 0).expect("reason 16").iter().map(|c| c.packets).sum();
     assert!(drops >= 500, "policy drops counted: {drops}");
 }
+
+#[test]
+fn a_syn_on_a_known_tuple_is_decided_by_the_rules_in_force() {
+    use plinth_policies::testrun::{self, TC_ACT_OK, TC_ACT_SHOT, TCP_ACK, TCP_SYN};
+    let mut m = Model::new().expect("model");
+    m.world.policies.push(policy(
+        "metadata: {name: allow-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]",
+    ));
+    m.apply().expect("apply");
+    let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let (src, dst) = (m.world.pods[yb].ip, m.world.pods[xa].ip);
+    let syn = testrun::ipv4_packet_flags(src, dst, 6, 42000, 80, TCP_SYN);
+    let ack = testrun::ipv4_packet_flags(src, dst, 6, 42000, 80, TCP_ACK);
+    let run = |m: &mut Model, pkt: &[u8]| {
+        let dp = m.datapath.as_mut().expect("datapath");
+        let p: &aya::programs::SchedClassifier = dp
+            .ebpf()
+            .program("plinth_to_pod")
+            .expect("prog")
+            .try_into()
+            .expect("classifier");
+        testrun::run(p, ifindex, pkt, 1).expect("test run").0
+    };
+    assert_eq!(run(&mut m, &syn), TC_ACT_OK, "allowed SYN");
+    assert_eq!(run(&mut m, &ack), TC_ACT_OK, "established ACK");
+
+    m.world.policies.clear();
+    m.world.policies.push(policy(
+        "metadata: {name: deny, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}}",
+    ));
+    m.apply().expect("apply deny");
+    assert_eq!(run(&mut m, &ack), TC_ACT_OK, "the established flow keeps passing");
+    assert_eq!(
+        run(&mut m, &syn),
+        TC_ACT_SHOT,
+        "a new connection on the same tuple is denied"
+    );
+}

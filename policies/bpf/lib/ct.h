@@ -6,10 +6,13 @@
 #include <bpf/bpf_helpers.h>
 #include "types.h"
 #include "ct_map.h"
+#include "parse.h"
 
 /* Lifetimes, set by the loader (EbpfLoader::override_global). */
 volatile const __u64 ct_lifetime_tcp_ns = 21600ULL * 1000000000ULL;
 volatile const __u64 ct_lifetime_other_ns = 60ULL * 1000000000ULL;
+/* After a FIN or RST: long enough for the close handshake. */
+volatile const __u64 ct_lifetime_close_ns = 10ULL * 1000000000ULL;
 
 #define PLINTH_CT_NEW 0
 #define PLINTH_CT_ESTABLISHED 1
@@ -20,12 +23,19 @@ static __always_inline __u64 __ct_lifetime(__u8 proto)
 	return proto == IPPROTO_TCP ? ct_lifetime_tcp_ns : ct_lifetime_other_ns;
 }
 
-static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u64 now)
+static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u8 tcp_flags,
+				    __u64 now)
 {
 	__u64 lifetime = __ct_lifetime(proto);
 
 	if (v->expires_ns < now)
 		return 0;
+	if (tcp_flags & (PLINTH_TCP_FIN | PLINTH_TCP_RST)) {
+		/* Closing: keep the entry only for the rest of the handshake. */
+		if (v->expires_ns > now + ct_lifetime_close_ns)
+			v->expires_ns = now + ct_lifetime_close_ns;
+		return 1;
+	}
 	/* Refresh at most once a second: a write per packet costs. */
 	if (now + lifetime - v->expires_ns > 1000000000ULL)
 		v->expires_ns = now + lifetime;
@@ -35,18 +45,25 @@ static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u64
 /**
  * ct_lookup - classify a packet against conntrack
  * @key: the packet's tuple for its endpoint and direction
+ * @tcp_flags: TCP flags (0 for other protocols)
  * @now: bpf_ktime_get_ns()
+ *
+ * A bare SYN never counts as established: a new connection on a reused
+ * tuple is decided by the rules in force now, not by an old entry.
  *
  * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
  */
-static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u64 now)
+static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_flags, __u64 now)
 {
 	struct plinth_ct_key rev;
 	struct plinth_ct_value *v;
+	int syn = (tcp_flags & (PLINTH_TCP_SYN | PLINTH_TCP_ACK)) == PLINTH_TCP_SYN;
 
-	v = bpf_map_lookup_elem(&plinth_ct, key);
-	if (v && __ct_hit(v, key->proto, now))
-		return PLINTH_CT_ESTABLISHED;
+	if (!syn) {
+		v = bpf_map_lookup_elem(&plinth_ct, key);
+		if (v && __ct_hit(v, key->proto, tcp_flags, now))
+			return PLINTH_CT_ESTABLISHED;
+	}
 
 	rev.ep_id = key->ep_id;
 	rev.saddr = key->daddr;
@@ -57,7 +74,7 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u64 now)
 	rev.dir = key->dir == PLINTH_DIR_INGRESS ? PLINTH_DIR_EGRESS : PLINTH_DIR_INGRESS;
 	rev.pad = 0;
 	v = bpf_map_lookup_elem(&plinth_ct, &rev);
-	if (v && __ct_hit(v, key->proto, now))
+	if (v && __ct_hit(v, key->proto, tcp_flags, now))
 		return PLINTH_CT_REPLY;
 	return PLINTH_CT_NEW;
 }

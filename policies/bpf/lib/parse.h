@@ -22,7 +22,13 @@ struct plinth_tuple {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 tcp_flags; /* FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 */
 };
+
+#define PLINTH_TCP_FIN 0x01
+#define PLINTH_TCP_SYN 0x02
+#define PLINTH_TCP_RST 0x04
+#define PLINTH_TCP_ACK 0x10
 
 /**
  * parse_packet - read the flow tuple of an Ethernet frame
@@ -57,6 +63,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct plinth_tup
 	t->proto = ip->protocol;
 	t->sport = 0;
 	t->dport = 0;
+	t->tcp_flags = 0;
 	/* Fragment offset set: no L4 header here. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return PLINTH_L3_FRAGMENT;
@@ -70,6 +77,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct plinth_tup
 			return PLINTH_L3_MALFORMED;
 		t->sport = ports[0];
 		t->dport = ports[1];
+		if (ip->protocol == IPPROTO_TCP) {
+			__u8 *flags = (void *)ip + ihl + 13;
+
+			if ((void *)(flags + 1) > data_end)
+				return PLINTH_L3_MALFORMED;
+			t->tcp_flags = *flags;
+		}
 	}
 	return PLINTH_L3_IPV4;
 }

@@ -157,7 +157,9 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
         if v != testrun::TC_ACT_OK {
             bail!("allowed flow was dropped ({v})");
         }
-        let established = warm(p, &pkt, reps)?;
+        // Later packets of the flow: ACKs (a bare SYN is always re-decided).
+        let ack = testrun::ipv4_packet_flags(client, dst, 6, 40000, 80, testrun::TCP_ACK);
+        let established = warm(p, &ack, reps)?;
         let (v, _) = testrun::run(p, 1, &denied_pkt, 1)?;
         if v != testrun::TC_ACT_SHOT {
             bail!("unknown peer was allowed");

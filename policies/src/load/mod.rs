@@ -33,6 +33,8 @@ pub struct Config {
     pub ct_lifetime_tcp: Duration,
     /// Conntrack lifetime of other flows.
     pub ct_lifetime_other: Duration,
+    /// Conntrack lifetime after a TCP FIN or RST.
+    pub ct_lifetime_close: Duration,
     /// Override of `plinth_policy` max entries (tests of map exhaustion).
     pub policy_max_entries: Option<u32>,
 }
@@ -44,6 +46,7 @@ impl Default for Config {
             event_interval: Duration::from_secs(1),
             ct_lifetime_tcp: Duration::from_secs(6 * 3600),
             ct_lifetime_other: Duration::from_secs(60),
+            ct_lifetime_close: Duration::from_secs(10),
             policy_max_entries: None,
         }
     }
@@ -128,12 +131,14 @@ impl Datapath {
         let event_interval = u64::try_from(cfg.event_interval.as_nanos()).unwrap_or(u64::MAX);
         let ct_tcp = u64::try_from(cfg.ct_lifetime_tcp.as_nanos()).unwrap_or(u64::MAX);
         let ct_other = u64::try_from(cfg.ct_lifetime_other.as_nanos()).unwrap_or(u64::MAX);
+        let ct_close = u64::try_from(cfg.ct_lifetime_close.as_nanos()).unwrap_or(u64::MAX);
         let mut loader = EbpfLoader::new();
         loader
             .default_map_pin_directory(&cfg.pin_dir)
             .override_global("event_interval_ns", &event_interval, true)
             .override_global("ct_lifetime_tcp_ns", &ct_tcp, true)
-            .override_global("ct_lifetime_other_ns", &ct_other, true);
+            .override_global("ct_lifetime_other_ns", &ct_other, true)
+            .override_global("ct_lifetime_close_ns", &ct_close, true);
         if let Some(n) = cfg.policy_max_entries {
             loader.map_max_entries("plinth_policy", n);
         }
