@@ -157,27 +157,32 @@ fn root_at<'a>(root: &'a Node, path: &[String]) -> Option<&'a Node> {
 /// Where a template position lands in a Blueprint manifest that holds the template at `spec.templates.<name>`:
 /// exact for block scalars (`|`), else the start of the template's value.
 pub fn template_span(root: &Node, text: &str, template: &str, line: u32, col: u32) -> Span {
-    let Some(node) = root
-        .get("spec")
-        .and_then(|s| s.get("templates"))
-        .and_then(|t| t.get(template))
-    else {
+    let path = ["spec", "templates", template];
+    let (Some(node), Some(key)) = (
+        root.get("spec")
+            .and_then(|s| s.get("templates"))
+            .and_then(|t| t.get(template)),
+        root.locate_key(path),
+    ) else {
         return root.locate(["spec", "templates"]);
     };
-    let start = node.span.start;
-    let offset = start.byte_offset(text);
-    if !text[offset..].starts_with(['|', '>']) {
+    // A block scalar (`key: |`): content starts on the line after the key, at the first line's indentation.
+    let lines: Vec<&str> = text.lines().collect();
+    let key_line = key.start.line as usize;
+    let after_key = lines
+        .get(key_line.saturating_sub(1))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, rest)| rest.trim_start());
+    if !after_key.is_some_and(|r| r.starts_with(['|', '>'])) {
         return node.span;
     }
-    // A block scalar: content starts on the next line, indented by the first content line's indentation.
-    let indent = text[offset..]
-        .split('\n')
-        .skip(1)
+    let indent = lines
+        .iter()
+        .skip(key_line)
         .find(|l| !l.trim().is_empty())
         .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
-    let pos = Pos::new(
-        start.line.saturating_add(line),
+    point(Pos::new(
+        key.start.line.saturating_add(line),
         col.saturating_add(u32::try_from(indent).unwrap_or(0)),
-    );
-    point(pos)
+    ))
 }

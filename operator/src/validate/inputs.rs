@@ -89,6 +89,7 @@ pub fn parse(inputs: &[Input<'_>], limits: &Limits) -> Documents {
                     yaml::YamlError::TooManyNodes { .. } => "size",
                     yaml::YamlError::TooLarge { .. } => "size",
                     yaml::YamlError::Tag { .. } | yaml::YamlError::TagMismatch { .. } => "tag",
+                    yaml::YamlError::Syntax { message, .. } if message.contains("recursion limit") => "depth",
                     yaml::YamlError::Syntax { .. } | yaml::YamlError::ComplexKey { .. } => "syntax",
                 };
                 let p = problem(codes::SYNTAX, rule, &[], e.to_string());
