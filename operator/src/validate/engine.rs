@@ -322,6 +322,13 @@ pub fn check(
         (rank(&a.file), &a.file, a.line, a.column, &a.rule).cmp(&(rank(&b.file), &b.file, b.line, b.column, &b.rule))
     });
     out.findings.dedup();
+    for f in &mut out.findings {
+        if let Some(input) = inputs.iter().find(|x| x.file == f.file) {
+            let start = super::finding::clamp(input.text, f.pos());
+            let end = super::finding::clamp(input.text, Pos::new(f.end_line, f.end_column)).max(start);
+            (f.line, f.column, f.end_line, f.end_column) = (start.line, start.col, end.line, end.col);
+        }
+    }
     out
 }
 

@@ -186,3 +186,16 @@ pub fn template_span(root: &Node, text: &str, template: &str, line: u32, col: u3
         col.saturating_add(u32::try_from(indent).unwrap_or(0)),
     ))
 }
+
+/// `pos` moved inside `text` (lines split at `\n`, columns in characters, one past the end allowed): the
+/// parser counts a lone `\r` as a line break, editors and [`Pos::byte_offset`] do not.
+pub fn clamp(text: &str, pos: Pos) -> Pos {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let line = (pos.line.max(1) as usize).min(lines.len().max(1));
+    let width = lines.get(line - 1).map_or(0, |l| l.chars().count());
+    let col = (pos.col.max(1) as usize).min(width + 1);
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
