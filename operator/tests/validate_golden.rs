@@ -340,3 +340,29 @@ fn the_json_schema_is_valid_json_for_each_kind() {
         assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
     }
 }
+
+#[test]
+fn rendered_objects_are_checked_against_their_kubernetes_types_with_rendered() {
+    let file = "rendered/bad-kubernetes-fields.yaml";
+    let (code, _, _) = plinth(&["validate", file]);
+    assert_eq!(code, 0, "without --rendered only Plinth's own rules apply");
+    let (code, stdout, _) = plinth(&["validate", "--rendered", "-o", "json", file]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let mut rules: Vec<&str> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap_or_default())
+        .collect();
+    rules.sort_unstable();
+    assert_eq!(rules, ["dns_label", "probe", "range"]);
+    // Placed at the Application's `blueprint:` value, the closest the input has to a rendered object.
+    assert!(
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .all(|f| f["line"] == 43 && f["column"] == 14)
+    );
+}
