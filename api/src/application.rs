@@ -41,6 +41,11 @@ pub struct ApplicationSpec {
     #[validate(custom(function = "check_dns_label"))]
     pub blueprint: String,
 
+    /// Pin: run this revision of the Blueprint (`status.blueprint.revision` shows the one it runs). A rollout never moves a pinned Application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1))]
+    pub blueprint_revision: Option<i64>,
+
     /// Fixed number of pods. Leave out to use the Blueprint's default, or set `autoscale` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 0, max = 1000))]

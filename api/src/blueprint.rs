@@ -48,6 +48,11 @@ pub struct BlueprintSpec {
     /// Handlebars templates by file name. Names ending in `.yaml.hbs` render objects; names starting with `_` are partials.
     #[validate(custom(function = "check_templates"))]
     pub templates: BTreeMap<String, String>,
+
+    /// How a change of templates, defaults, parameters or policy reaches the Applications: at once, or in gated canary steps. Not part of the revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(nested)]
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 /// Defaults applied to what an Application leaves out.
@@ -127,6 +132,9 @@ pub struct BlueprintStatus {
     /// Whether the templates compile (`Ready`), with the error when they do not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Progress of the newest revision towards the Applications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutStatus>,
 }
 
 /// Schema of a free-form object (`x-kubernetes-preserve-unknown-fields`).

@@ -10,6 +10,7 @@ pub mod blueprint;
 pub mod conditions;
 pub mod image;
 pub mod quantity;
+pub mod rollout;
 
 pub use application::{Application, ApplicationSpec, ApplicationStatus};
 pub use blueprint::{Blueprint, BlueprintSpec, BlueprintStatus};
