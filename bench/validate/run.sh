@@ -60,7 +60,7 @@ row() { # name, items, "wall cpu", unit
 }
 
 # The rendered Deployments of the first $sample Applications, for kubernetes-validate.
-ls "$work/single" | head -n "$sample" | sed "s|^|$work/single/|" | xargs "$plinth" render >"$work/rendered.yaml"
+ls "$work/single" | sed -n "1,${sample}p" | sed "s|^|$work/single/|" | xargs "$plinth" render >"$work/rendered.yaml"
 python3 - "$work/rendered.yaml" "$work/deployments.yaml" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "Deployment"]
