@@ -7,6 +7,8 @@
 #   ${PLINTH_CACHE_DIR:-$HOME/.cache/plinth}/kubernetes/v1.20.2/bin/
 # and reused while they work. A build happens in a temporary directory and is
 # moved into place only when complete, so a half build is never taken as cached.
+# Before building, the patches in tests/control-plane/patches/*.patch are
+# applied to the source with `patch -p1`, in name order.
 #
 # Usage: tests/control-plane/provision.sh [--force]
 #   --force   rebuild even when cached binaries work
@@ -28,18 +30,21 @@ readonly VERSION_DIR="${CACHE_ROOT}/kubernetes/${KUBE_VERSION}"
 readonly BIN_DIR="${VERSION_DIR}/bin"
 readonly MIRROR="${PLINTH_DEBIAN_MIRROR:-http://deb.debian.org}"
 # Bumped whenever the way the binaries are built changes: older caches are rebuilt.
-readonly RECIPE=2
+# 3: tests/control-plane/patches/ applied (a custom resource may hold "" again).
+readonly RECIPE=3
 # Go >= 1.18 changed the runtime's map iterator; reflect2 1.0.1, vendored by
 # Kubernetes 1.20, then crashes the kube-apiserver (SIGSEGV in mapiternext when
 # encoding custom resources). Debian's reflect2 1.0.2 replaces the vendored copy.
 readonly REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+# Fixes applied to the source before building (see each file's header).
+readonly PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/patches"
 
 FORCE=0
 for arg in "$@"; do
   case "${arg}" in
     --force) FORCE=1 ;;
     -h | --help)
-      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -140,8 +145,8 @@ find_etcd() {
 }
 
 # ---------------------------------------------------------------------------
-step "check system packages (golang-go, golang-github-modern-go-reflect2-dev, etcd-server, openssl, tar, ca-certificates)" \
-  "install them by hand: apt-get update && apt-get install -y golang-go golang-github-modern-go-reflect2-dev etcd-server openssl ca-certificates tar gzip"
+step "check system packages (golang-go, golang-github-modern-go-reflect2-dev, etcd-server, openssl, tar, patch, ca-certificates)" \
+  "install them by hand: apt-get update && apt-get install -y golang-go golang-github-modern-go-reflect2-dev etcd-server openssl ca-certificates tar gzip patch"
 missing=()
 command -v etcd >/dev/null 2>&1 || [[ -x /usr/bin/etcd ]] || missing+=(etcd-server)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -158,6 +163,7 @@ if [[ "${need_go}" == 1 ]]; then
     missing+=(golang-go)
   fi
   [[ -f "${REFLECT2_SRC}/go_above_118.go" ]] || missing+=(golang-github-modern-go-reflect2-dev)
+  command -v patch >/dev/null 2>&1 || missing+=(patch)
 fi
 if ((${#missing[@]} > 0)); then
   command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get is not available: install them with your package manager"
@@ -249,6 +255,16 @@ rm -rf "${SRC}/vendor/github.com/modern-go/reflect2"
 mkdir -p "${SRC}/vendor/github.com/modern-go/reflect2"
 cp "${REFLECT2_SRC}"/*.go "${REFLECT2_SRC}"/*.s "${SRC}/vendor/github.com/modern-go/reflect2/"
 
+step "apply the patches in ${PATCH_DIR}" \
+  "a patch no longer applies to this source: see ${WORK}/logs/patch-*.log and update the patch"
+shopt -s nullglob
+patches=("${PATCH_DIR}"/*.patch)
+shopt -u nullglob
+for p in "${patches[@]}"; do
+  printf '    %s\n' "$(basename "${p}")" >&2
+  run "patch-$(basename "${p}" .patch)" patch -d "${SRC}" -p1 --forward --batch --no-backup-if-mismatch -i "${p}"
+done
+
 export GO111MODULE=off CGO_ENABLED=0 GOFLAGS=""
 export GOCACHE="${GOCACHE:-$("${GO}" env GOCACHE)}"
 cd "${SRC}"
@@ -320,6 +336,9 @@ ln -s "${ETCD_PATH}" "${WORK}/bin/etcd"
   echo "recipe: ${RECIPE}"
   echo "go: ${go_version}"
   echo "reflect2: $(dpkg-query -W -f '${Version}' golang-github-modern-go-reflect2-dev 2>/dev/null || echo unknown)"
+  for p in "${patches[@]}"; do
+    echo "patch: $(basename "${p}") $(sha256sum "${p}" | cut -c1-12)"
+  done
   echo "etcd: $("${ETCD_PATH}" --version | head -n1)"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"${WORK}/bin/BUILD-INFO"

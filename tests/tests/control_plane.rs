@@ -651,3 +651,105 @@ fn local_processes_die_with_a_crashed_test() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn crd_custom_resources_keep_empty_strings_and_other_zero_values() {
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    let ns = cp.namespace("zero").await;
+    let client = cp.client().await;
+    let group = format!("{}.fixture.plinth.dev", ns.name());
+    // A schema default of "" is itself validated against the schema when the CRD is created.
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": format!("notes.{group}") },
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": { "plural": "notes", "singular": "note", "kind": "Note", "listKind": "NoteList" },
+            "versions": [{
+                "name": "v1",
+                "served": true,
+                "storage": true,
+                "schema": { "openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "properties": {
+                                "text": { "type": "string" },
+                                "defaulted": { "type": "string", "default": "" },
+                                "words": { "type": "array", "items": { "type": "string" } },
+                                "rules": { "type": "array", "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "apiGroups": { "type": "array", "items": { "type": "string" } }
+                                    }
+                                }},
+                                "count": { "type": "integer" },
+                                "flag": { "type": "boolean" }
+                            }
+                        }
+                    }
+                }}
+            }]
+        }
+    }))
+    .unwrap();
+    let installed = cp.install_crd(&crd).await;
+    let crd_name = installed.metadata.name.clone().unwrap();
+
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Note"), "notes");
+    let notes: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &resource);
+    let spec = json!({
+        "text": "",
+        "words": ["", "word", ""],
+        "rules": [{ "apiGroups": ["", "apps"] }],
+        "count": 0,
+        "flag": false
+    });
+    let note: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{group}/v1"),
+        "kind": "Note",
+        "metadata": { "name": "empty" },
+        "spec": spec,
+    }))
+    .unwrap();
+    let mut expected = spec.clone();
+    expected["defaulted"] = json!("");
+
+    let created = notes
+        .create(&PostParams::default(), &note)
+        .await
+        .expect("a custom resource holding \"\", 0 and false is valid");
+    assert_eq!(created.data["spec"], expected, "as created");
+    let mut stored = notes.get("empty").await.unwrap();
+    assert_eq!(stored.data["spec"], expected, "as read back");
+
+    // An update keeps them too, and so does a server-side apply.
+    stored.data["spec"]["words"] = json!([""]);
+    let replaced = notes.replace("empty", &PostParams::default(), &stored).await.unwrap();
+    assert_eq!(replaced.data["spec"]["words"], json!([""]), "as replaced");
+    let applied = notes
+        .patch(
+            "applied",
+            &PatchParams::apply("plinth-tests"),
+            &Patch::Apply(json!({
+                "apiVersion": format!("{group}/v1"),
+                "kind": "Note",
+                "metadata": { "name": "applied" },
+                "spec": { "text": "", "rules": [{ "apiGroups": [""] }] },
+            })),
+        )
+        .await
+        .expect("a server-side apply holding \"\" is valid");
+    assert_eq!(
+        applied.data["spec"],
+        json!({ "text": "", "defaulted": "", "rules": [{ "apiGroups": [""] }] }),
+        "as applied"
+    );
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete(&crd_name, &DeleteParams::default()).await.unwrap();
+}
