@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -1326,4 +1327,187 @@ async fn two_replicas_with_leader_election_never_both_write() {
     .await;
     applied(&client, ns.name(), "two").await;
     drop(follower);
+}
+
+// ---- Benchmark (not a timed test: it measures and prints, `bench/operator/run.sh` runs it) ----
+
+fn proc_status(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+async fn count_applied(client: &Client, ns: &str) -> usize {
+    let apps = Api::<Application>::namespaced(client.clone(), ns);
+    let mut n = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = apps.list(&params).await.unwrap();
+        n += page
+            .items
+            .iter()
+            .filter(|a| {
+                condition(a, "Applied").is_some_and(|c| c.status == "True")
+                    && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+            })
+            .count();
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+            _ => return n,
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run with bench/operator/run.sh"]
+async fn bench_convergence() {
+    init_tracing();
+    let n: usize = std::env::var("PLINTH_BENCH_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let resync: u64 = std::env::var("PLINTH_BENCH_RESYNC_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let cp = ControlPlane::start().await;
+    install(&cp).await;
+    let ns = cp.namespace("bench").await;
+    let client = cp.client().await;
+    let op = Process::spawn(
+        cp.admin_kubeconfig(),
+        ns.name(),
+        "bench",
+        &[
+            "--leader-election=false",
+            "--concurrency",
+            "32",
+            "--resync",
+            &format!("{resync}s"),
+        ],
+    );
+    let pid = op.child.id();
+    let deadline = Instant::now() + WAIT;
+    while op.metrics().await.is_none() {
+        assert!(Instant::now() < deadline, "{}", op.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle_rss = proc_status(pid, "VmRSS:").unwrap_or(0);
+
+    let started = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("app{i:05}")).collect();
+    futures::stream::iter(names.iter().cloned())
+        .for_each_concurrent(16, |name| {
+            let (c, ns) = (client.clone(), ns.name().to_owned());
+            // The `worker` Blueprint (no Service): the test control plane's service range holds 254 addresses.
+            async move {
+                create(
+                    &c,
+                    &ns,
+                    &name,
+                    json!({"image": "ghcr.io/acme/shop:1.0", "blueprint": "worker", "replicas": 2}),
+                )
+                .await;
+            }
+        })
+        .await;
+    let created = started.elapsed();
+    let mut last = 0;
+    loop {
+        let done = count_applied(&client, ns.name()).await;
+        if done != last {
+            tracing::info!(done, of = n, after = ?started.elapsed(), "converging");
+            last = done;
+        }
+        if done == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "did not converge:\n{}",
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let converged = started.elapsed();
+    let cpu_converge = cpu_seconds(pid);
+    let peak_rss = proc_status(pid, "VmHWM:").unwrap_or(0);
+    let text = op.metrics().await.unwrap();
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let requests = sum("plinth_api_requests_total");
+    let watches = sum("plinth_api_requests_total{verb=\"WATCH\"}");
+    let writes = sum("plinth_api_requests_total{verb=\"PATCH\"}")
+        + sum("plinth_api_requests_total{verb=\"POST\"}")
+        + sum("plinth_api_requests_total{verb=\"PUT\"}")
+        + sum("plinth_api_requests_total{verb=\"DELETE\"}");
+    let reconciles = sum("plinth_reconciles_total");
+
+    // A full resync of unchanged Applications: wait for every one to be reconciled again.
+    let before_unchanged = sum("plinth_reconciles_total{result=\"unchanged\"}");
+    let writes_before = writes;
+    let resync_started = Instant::now();
+    let (unchanged_after, writes_after) = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let t = op.metrics().await.unwrap();
+        let s = |prefix: &str| -> f64 {
+            t.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+                .sum()
+        };
+        let unchanged = s("plinth_reconciles_total{result=\"unchanged\"}");
+        let w = s("plinth_api_requests_total{verb=\"PATCH\"}")
+            + s("plinth_api_requests_total{verb=\"POST\"}")
+            + s("plinth_api_requests_total{verb=\"PUT\"}")
+            + s("plinth_api_requests_total{verb=\"DELETE\"}");
+        if unchanged - before_unchanged >= n as f64 {
+            break (unchanged, w);
+        }
+        assert!(
+            resync_started.elapsed() < Duration::from_secs(resync * 3 + 120),
+            "no full resync:\n{}",
+            op.log()
+        );
+    };
+    let peak_rss_after = proc_status(pid, "VmHWM:").unwrap_or(0);
+    let report = json!({
+        "applications": n,
+        "create_seconds": created.as_secs_f64(),
+        "converge_seconds": converged.as_secs_f64(),
+        "operator_cpu_seconds_to_converge": cpu_converge,
+        "operator_cpu_share_of_one_core": cpu_converge / converged.as_secs_f64(),
+        "operator_idle_rss_mb": idle_rss as f64 / 1024.0,
+        "operator_peak_rss_mb": peak_rss_after.max(peak_rss) as f64 / 1024.0,
+        "api_requests_total": requests,
+        "api_watch_requests": watches,
+        "api_write_requests": writes,
+        "reconciles": reconciles,
+        "api_requests_per_reconcile": (requests - watches) / reconciles.max(1.0),
+        "api_requests_per_application": (requests - watches) / n as f64,
+        "resync_reconciles": unchanged_after - before_unchanged,
+        "resync_write_requests": writes_after - writes_before,
+    });
+    println!("PLINTH_BENCH_RESULT {report}");
+    assert_eq!(
+        writes_after - writes_before,
+        0.0,
+        "a resync of unchanged Applications wrote"
+    );
+    drop(op);
 }

@@ -13,6 +13,8 @@
 pub mod apply;
 pub mod desired;
 pub mod events;
+#[cfg(test)]
+mod fixtures;
 pub mod http;
 pub mod index;
 pub mod kinds;
@@ -199,6 +201,29 @@ enum Done {
 }
 
 impl Context {
+    /// A context without watches, for tests that drive `reconcile_app` against a fake API server.
+    #[cfg(test)]
+    fn for_tests(client: Client, blueprints: Store<Blueprint>, gate: WriteGate) -> Context {
+        let reporter = Reporter {
+            controller: "plinth".into(),
+            instance: Some("test".into()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            served: Served::newest(),
+            children: Children::default(),
+            users: BlueprintUsers::default(),
+            blueprints,
+            compiled: Mutex::default(),
+            applied: Mutex::default(),
+            failures: Mutex::default(),
+            metrics: Arc::new(Metrics::new()),
+            gate,
+            settings: Settings::default(),
+        }
+    }
+
     fn compiled(&self, bp: &Blueprint) -> Compiled {
         let name = bp.name_any();
         let version = format!(

@@ -1,0 +1,178 @@
+//! Error injection: the controller against a fake API server (tower-test) that answers scripted responses and records every request.
+//!
+//! Pure decisions are tested in their own modules; these tests prove what the controller does
+//! when the API server fails: which requests it sends, and which it never sends.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+use plinth_api::{Application, Blueprint};
+use serde_json::{Value, json};
+
+use super::leader::WriteGate;
+use super::{Context, Done, Error, error_policy, reconcile_app};
+
+/// What the fake API server answers: status and JSON body, from method and path.
+type Script = dyn Fn(&str, &str) -> (StatusCode, Value) + Send + Sync;
+
+/// A client whose requests go to `script`; returns it with the log of `METHOD path` lines.
+fn fake_api(script: Box<Script>) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            seen.lock().expect("log").push(format!("{method} {path}"));
+            let (status, body) = script(&method, &path);
+            let response = Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                .expect("response");
+            send.send_response(response);
+        }
+    });
+    (Client::new(service, "default"), log)
+}
+
+fn status(code: u16, reason: &str, retry_after: u32) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("injected {code}"), "reason": reason, "code": code,
+        "details": {"retryAfterSeconds": retry_after},
+    })
+}
+
+fn app() -> Application {
+    serde_json::from_value(json!({
+        "apiVersion": "plinth.dev/v1alpha1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "team", "uid": "u-1", "generation": 1},
+        "spec": {"image": "ghcr.io/acme/shop:1.0", "port": 8080},
+    }))
+    .expect("an Application")
+}
+
+fn blueprints() -> Store<Blueprint> {
+    let (store, mut writer) = reflector::store::<Blueprint>();
+    let mut web = crate::render::bundled::objects().expect("bundled")["web"].clone();
+    web.metadata.uid = Some("bp-1".into());
+    web.metadata.generation = Some(1);
+    writer.apply_watcher_event(&Event::Apply(web));
+    store
+}
+
+fn count(log: &Arc<Mutex<Vec<String>>>, prefix: &str) -> usize {
+    log.lock()
+        .expect("log")
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn an_apply_error_reports_applied_false_and_prunes_nothing() {
+    let (client, log) = fake_api(Box::new(|method, path| match (method, path) {
+        // Nothing exists yet.
+        ("GET", _) => (StatusCode::NOT_FOUND, status(404, "NotFound", 0)),
+        // The first apply (the ServiceAccount) fails.
+        ("PATCH", p) if p.ends_with("/serviceaccounts/shop") => {
+            (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0))
+        }
+        ("PATCH", p) if p.ends_with("/applications/shop/status") => {
+            (StatusCode::OK, serde_json::to_value(app()).expect("json"))
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0)),
+    }));
+    let ctx = Context::for_tests(client, blueprints(), WriteGate::always());
+    let result = reconcile_app(&app(), &ctx).await;
+    let error = result.expect_err("the apply error is returned, to be retried");
+    assert!(matches!(&error, Error::Object(e) if e.action == "apply"), "{error:?}");
+    let requests = log.lock().expect("log").clone();
+    assert_eq!(
+        count(&log, "PATCH /api/v1/namespaces/team/serviceaccounts/shop"),
+        1,
+        "{requests:#?}"
+    );
+    assert_eq!(
+        count(
+            &log,
+            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
+        ),
+        1,
+        "the failure is reported in status: {requests:#?}"
+    );
+    assert_eq!(
+        count(&log, "DELETE"),
+        0,
+        "nothing is pruned after a failed apply: {requests:#?}"
+    );
+    assert_eq!(
+        count(&log, "PATCH /apis/networking.k8s.io"),
+        0,
+        "nothing after the failed object is applied: {requests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_write_gate_sends_no_write() {
+    let (client, log) = fake_api(Box::new(|method, _| match method {
+        "GET" => (StatusCode::NOT_FOUND, status(404, "NotFound", 0)),
+        _ => (StatusCode::OK, json!({})),
+    }));
+    let ctx = Context::for_tests(client, blueprints(), WriteGate::leased());
+    let result = reconcile_app(&app(), &ctx).await;
+    assert!(matches!(result, Err(Error::NotLeader)), "{result:?}");
+    let requests = log.lock().expect("log").clone();
+    assert!(
+        requests.iter().all(|r| r.starts_with("GET ")),
+        "a follower only reads: {requests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_backs_off_at_least_as_long_as_the_server_asks() {
+    let (client, log) = fake_api(Box::new(|method, _| match method {
+        "GET" => (StatusCode::NOT_FOUND, status(404, "NotFound", 0)),
+        _ => (StatusCode::TOO_MANY_REQUESTS, status(429, "TooManyRequests", 7)),
+    }));
+    let ctx = Arc::new(Context::for_tests(client, blueprints(), WriteGate::always()));
+    let error = reconcile_app(&app(), &ctx).await.expect_err("throttled");
+    assert_eq!(error.category(), "Throttled");
+    // Exponential backoff with jitter, but never sooner than Retry-After.
+    let action = error_policy(Arc::new(app()), &error, Arc::clone(&ctx));
+    assert!(format!("{action:?}").contains("7"), "{action:?}");
+    let first = count(&log, "PATCH");
+    assert!(first >= 1);
+}
+
+#[tokio::test]
+async fn a_missing_blueprint_writes_only_the_status() {
+    let (client, log) = fake_api(Box::new(|method, path| match (method, path) {
+        ("PATCH", p) if p.ends_with("/status") => (StatusCode::OK, serde_json::to_value(app()).expect("json")),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0)),
+    }));
+    let (empty, _writer) = reflector::store::<Blueprint>();
+    let ctx = Context::for_tests(client, empty, WriteGate::always());
+    let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
+    assert_eq!(done, Done::Failed);
+    let requests = log.lock().expect("log").clone();
+    let writes: Vec<&String> = requests.iter().filter(|r| !r.starts_with("GET ")).collect();
+    assert!(
+        writes
+            .iter()
+            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
+        "only the status (and an Event): {requests:#?}"
+    );
+    assert_eq!(
+        count(
+            &log,
+            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
+        ),
+        1
+    );
+}
