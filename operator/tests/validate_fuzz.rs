@@ -100,6 +100,21 @@ proptest! {
         text.replace_range(start..end, &insert);
         let outcome = run(&text);
         assert_placed_inside(&text, &outcome);
+        // The CEL rules give the verdict kube-cel's own validator gives, node for node.
+        if let Ok(docs) = plinth_operator::yaml::parse(&text, &plinth_operator::yaml::Limits::default()) {
+            for d in docs {
+                let json = d.root.to_json();
+                let key = |v: Vec<plinth_operator::problem::Problem>| {
+                    let mut v: Vec<String> = v.into_iter().map(|p| format!("{:?} {}", p.location, p.rule)).collect();
+                    v.sort();
+                    v
+                };
+                prop_assert_eq!(
+                    key(validate::cel::problems("Application", &json, true)),
+                    key(validate::cel::problems_by_kube_cel("Application", &json, true))
+                );
+            }
+        }
         // Errors always say what and where.
         for f in outcome.findings.iter().filter(|f| f.severity == Severity::Error) {
             prop_assert!(!f.message.is_empty() && !f.rule.is_empty(), "{f:?}");

@@ -199,7 +199,14 @@ fn every_cel_rule_of_the_crds_fires_on_a_fixture() {
         for d in docs {
             let json = d.root.to_json();
             if let Some(kind) = json["kind"].as_str() {
-                for p in validate::cel::problems(kind, &json, true) {
+                let found = validate::cel::problems(kind, &json, true);
+                let oracle = validate::cel::problems_by_kube_cel(kind, &json, true);
+                assert_eq!(
+                    found.iter().map(|p| (&p.location, &p.rule)).collect::<Vec<_>>(),
+                    oracle.iter().map(|p| (&p.location, &p.rule)).collect::<Vec<_>>(),
+                    "kube-cel's validator disagrees"
+                );
+                for p in found {
                     fired.insert((kind.to_owned(), p.rule));
                 }
             }

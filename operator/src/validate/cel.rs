@@ -6,7 +6,6 @@
 
 use std::sync::OnceLock;
 
-use kube_cel::{CompiledSchema, ErrorKind, Validator, compile_schema};
 use serde_json::Value;
 
 use crate::problem::{Problem, codes};
@@ -56,64 +55,6 @@ fn collect_rules(schema: &Value, path: &mut Vec<String>, out: &mut Vec<CelRule>)
             collect_rules(inner, path, out);
             path.pop();
         }
-    }
-}
-
-/// The schema cut down to the branches that lead to a rule, whole below a rule; `None` when it holds no rule.
-///
-/// Evaluating against the cut-down schema and object visits only the nodes that can fail, which keeps
-/// the cost per document small without changing any verdict.
-fn prune_schema(schema: &Value) -> Option<Value> {
-    let obj = schema.as_object()?;
-    if obj.contains_key("x-kubernetes-validations") {
-        return Some(schema.clone());
-    }
-    let mut out = serde_json::Map::new();
-    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
-        let kept: serde_json::Map<String, Value> = props
-            .iter()
-            .filter_map(|(k, v)| prune_schema(v).map(|p| (k.clone(), p)))
-            .collect();
-        if !kept.is_empty() {
-            out.insert("properties".into(), Value::Object(kept));
-        }
-    }
-    for key in ["items", "additionalProperties"] {
-        if let Some(p) = obj.get(key).and_then(prune_schema) {
-            out.insert(key.into(), p);
-        }
-    }
-    if out.is_empty() {
-        return None;
-    }
-    if let Some(t) = obj.get("type") {
-        out.insert("type".into(), t.clone());
-    }
-    Some(Value::Object(out))
-}
-
-/// The parts of `value` that the pruned schema can reach.
-fn prune_value(schema: &Value, value: &Value) -> Value {
-    if schema.get("x-kubernetes-validations").is_some() {
-        return value.clone();
-    }
-    match value {
-        Value::Object(map) => {
-            let props = schema.get("properties").and_then(Value::as_object);
-            let extra = schema.get("additionalProperties").filter(|v| v.is_object());
-            let mut out = serde_json::Map::new();
-            for (k, v) in map {
-                if let Some(s) = props.and_then(|p| p.get(k)).or(extra) {
-                    out.insert(k.clone(), prune_value(s, v));
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => match schema.get("items") {
-            Some(s) => Value::Array(items.iter().map(|i| prune_value(s, i)).collect()),
-            None => Value::Array(Vec::new()),
-        },
-        other => other.clone(),
     }
 }
 
@@ -187,31 +128,254 @@ fn escape_rules(schema: &mut Value) {
     }
 }
 
-struct Compiled {
-    pruned: Value,
-    schema: CompiledSchema,
+/// A schema node on the way to CEL rules: its compiled rules and the children that lead to more.
+struct RuleNode {
+    /// The node's schema, to convert its value as the apiserver does (escaping, defaults).
+    schema: Value,
+    /// The node's rules, compiled once.
+    rules: Vec<CompiledRule>,
+    /// Properties that lead to rules.
+    props: Vec<(String, RuleNode)>,
+    /// Array items, when they lead to rules.
+    items: Option<Box<RuleNode>>,
+    /// Map values (`additionalProperties`), when they lead to rules.
+    values: Option<Box<RuleNode>>,
 }
 
-fn compiled(kind: &str) -> Option<&'static Compiled> {
-    static APP: OnceLock<Option<Compiled>> = OnceLock::new();
-    static BP: OnceLock<Option<Compiled>> = OnceLock::new();
+struct CompiledRule {
+    /// The expression as evaluated (reserved words escaped).
+    rule: String,
+    message: Option<String>,
+    /// The program, or why the expression does not compile.
+    program: Result<kube_cel::cel::Program, String>,
+}
+
+fn build(schema: &Value) -> Option<RuleNode> {
+    let obj = schema.as_object()?;
+    let rules: Vec<CompiledRule> = obj
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let rule = escape_reserved(r.get("rule")?.as_str()?);
+            // Transition rules compare with the old object: nothing to compare with on create.
+            if rule.contains("oldSelf") {
+                return None;
+            }
+            let program = kube_cel::cel::Program::compile(&rule).map_err(|e| e.to_string());
+            Some(CompiledRule {
+                message: r.get("message").and_then(Value::as_str).map(str::to_owned),
+                rule,
+                program,
+            })
+        })
+        .collect();
+    let props: Vec<(String, RuleNode)> = obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| build(v).map(|n| (k.clone(), n)))
+        .collect();
+    let items = obj.get("items").and_then(build).map(Box::new);
+    let values = obj
+        .get("additionalProperties")
+        .filter(|v| v.is_object())
+        .and_then(build)
+        .map(Box::new);
+    if rules.is_empty() && props.is_empty() && items.is_none() && values.is_none() {
+        return None;
+    }
+    let schema = if rules.is_empty() { Value::Null } else { schema.clone() };
+    Some(RuleNode {
+        schema,
+        rules,
+        props,
+        items,
+        values,
+    })
+}
+
+fn tree(kind: &str) -> Option<&'static RuleNode> {
+    static APP: OnceLock<Option<RuleNode>> = OnceLock::new();
+    static BP: OnceLock<Option<RuleNode>> = OnceLock::new();
     let cell = match kind {
         "Application" => &APP,
         "Blueprint" => &BP,
         _ => return None,
     };
-    cell.get_or_init(|| {
-        let mut pruned = prune_schema(super::crd_schema(kind)?)?;
-        escape_rules(&mut pruned);
-        let schema = compile_schema(&pruned);
-        Some(Compiled { pruned, schema })
-    })
-    .as_ref()
+    cell.get_or_init(|| build(super::crd_schema(kind)?)).as_ref()
 }
 
 thread_local! {
-    // The CEL function registry; `Validator` is `Send` but not `Sync`, so one per thread.
-    static VALIDATOR: Validator = Validator::new();
+    // The CEL context with the Kubernetes extension functions; not `Sync`, so one per thread.
+    static BASE: kube_cel::cel::Context<'static> = {
+        use kube_cel::KubeCelExt as _;
+        kube_cel::cel::Context::default().with_all()
+    };
+}
+
+/// A property name as CEL rules see it (Kubernetes CEL escaping).
+fn escape_field(name: &str) -> String {
+    if RESERVED.contains(&name) {
+        return format!("__{name}__");
+    }
+    if !name.contains(['_', '.', '-', '/']) {
+        return name.to_owned();
+    }
+    name.replace("__", "__underscores__")
+        .replace('.', "__dot__")
+        .replace('-', "__dash__")
+        .replace('/', "__slash__")
+}
+
+/// JSON to a CEL value as the apiserver presents it to rules: declared fields escaped, map keys as they
+/// are, schema defaults filled in.
+fn to_cel(value: &Value, schema: &Value) -> kube_cel::cel::Value {
+    use kube_cel::cel::Value as C;
+    use kube_cel::cel::objects::{Key, Map};
+    use std::sync::Arc;
+    match value {
+        Value::Null => C::Null,
+        Value::Bool(b) => C::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => C::Int(i),
+            (None, Some(u)) => C::UInt(u),
+            _ => C::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => C::String(Arc::new(s.clone())),
+        Value::Array(items) => {
+            let item_schema = schema.get("items").unwrap_or(&Value::Null);
+            C::List(Arc::new(items.iter().map(|i| to_cel(i, item_schema)).collect()))
+        }
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            let is_map = !matches!(additional, None | Some(Value::Bool(false)));
+            let extra = additional.filter(|a| a.is_object()).unwrap_or(&Value::Null);
+            let mut out = std::collections::HashMap::with_capacity(map.len());
+            for (k, v) in map {
+                let child = props.and_then(|p| p.get(k)).unwrap_or(extra);
+                let key = if is_map { k.clone() } else { escape_field(k) };
+                out.insert(Key::String(Arc::new(key)), to_cel(v, child));
+            }
+            for (k, p) in props.into_iter().flatten() {
+                if !map.contains_key(k)
+                    && let Some(d) = p.get("default")
+                {
+                    out.insert(Key::String(Arc::new(escape_field(k))), to_cel(d, p));
+                }
+            }
+            C::Map(Map { map: Arc::new(out) })
+        }
+    }
+}
+
+fn evaluate(node: &RuleNode, value: &Value, path: &mut Vec<String>, only_failures: bool, out: &mut Vec<Problem>) {
+    if value.is_null() {
+        return;
+    }
+    if !node.rules.is_empty() {
+        BASE.with(|base| {
+            let mut ctx = base.new_inner_scope();
+            ctx.add_variable_from_value("self", to_cel(value, &node.schema));
+            for r in &node.rules {
+                let failed = match &r.program {
+                    Err(e) => Some(format!("the rule does not compile: {e}")),
+                    Ok(program) => match program.execute(&ctx) {
+                        Ok(kube_cel::cel::Value::Bool(true)) => None,
+                        Ok(kube_cel::cel::Value::Bool(false)) => {
+                            Some(r.message.clone().unwrap_or_else(|| format!("failed rule: {}", r.rule)))
+                        }
+                        Ok(_) => (!only_failures).then(|| format!("rule \"{}\" did not evaluate to bool", r.rule)),
+                        Err(e) => (!only_failures).then(|| format!("the rule could not be evaluated: {e}")),
+                    },
+                };
+                if let Some(message) = failed {
+                    out.push(
+                        Problem::field(codes::SPEC, r.rule.clone(), path.clone(), message).with_hint(format!(
+                            "the CRD's x-kubernetes-validations rule `{}` must hold",
+                            r.rule
+                        )),
+                    );
+                }
+            }
+        });
+    }
+    match value {
+        Value::Object(map) => {
+            for (k, child) in &node.props {
+                if let Some(v) = map.get(k) {
+                    path.push(k.clone());
+                    evaluate(child, v, path, only_failures, out);
+                    path.pop();
+                }
+            }
+            if let Some(child) = &node.values {
+                for (k, v) in map {
+                    if !node.props.iter().any(|(p, _)| p == k) {
+                        path.push(k.clone());
+                        evaluate(child, v, path, only_failures, out);
+                        path.pop();
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(child) = &node.items {
+                for (i, v) in items.iter().enumerate() {
+                    path.push(i.to_string());
+                    evaluate(child, v, path, only_failures, out);
+                    path.pop();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every CEL rule `json` (an object of `kind`) breaks, as problems at the node the rule sits on.
+///
+/// Only the nodes that carry rules are converted and evaluated, each once. With `only_failures`, rules that
+/// could not be evaluated (e.g. on a value of the wrong type, which the structural schema already reports)
+/// are left out.
+pub fn problems(kind: &str, json: &Value, only_failures: bool) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if let Some(t) = tree(kind) {
+        evaluate(t, json, &mut Vec::new(), only_failures, &mut out);
+    }
+    out
+}
+
+/// The same verdict through kube-cel's own validator (which walks and converts every node): the oracle
+/// that [`problems`] is tested against.
+pub fn problems_by_kube_cel(kind: &str, json: &Value, only_failures: bool) -> Vec<Problem> {
+    use kube_cel::{ErrorKind, Validator, compile_schema};
+    thread_local! {
+        static VALIDATOR: Validator = Validator::new();
+    }
+    let Some(schema) = super::crd_schema(kind) else {
+        return Vec::new();
+    };
+    let mut schema = schema.clone();
+    escape_rules(&mut schema);
+    let compiled = compile_schema(&schema);
+    let Err(errors) = VALIDATOR.with(|v| v.validate_compiled(&compiled, json, None)) else {
+        return Vec::new();
+    };
+    errors
+        .iter()
+        .filter(|e| !only_failures || e.kind == ErrorKind::ValidationFailure)
+        .map(|e| {
+            Problem::field(
+                codes::SPEC,
+                e.rule.clone(),
+                split_path(&e.field_path),
+                e.message.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Splits a kube-cel field path such as `spec.allowTo[0].ports[1]` into segments.
@@ -231,36 +395,6 @@ fn split_path(path: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// Every CEL rule `json` (an object of `kind`) breaks, as problems at the node the rule sits on.
-///
-/// With `only_failures`, rules that could not be evaluated (e.g. on a value of the wrong type, which the
-/// structural schema already reports) are left out.
-pub fn problems(kind: &str, json: &Value, only_failures: bool) -> Vec<Problem> {
-    let Some(c) = compiled(kind) else {
-        return Vec::new();
-    };
-    let value = prune_value(&c.pruned, json);
-    let result = VALIDATOR.with(|v| v.validate_compiled(&c.schema, &value, None));
-    let Err(errors) = result else {
-        return Vec::new();
-    };
-    errors
-        .iter()
-        .filter(|e| !only_failures || e.kind == ErrorKind::ValidationFailure)
-        .map(|e| {
-            let message = if e.kind == ErrorKind::ValidationFailure {
-                e.message.clone()
-            } else {
-                format!("the rule could not be evaluated: {}", e.message)
-            };
-            Problem::field(codes::SPEC, e.rule.clone(), split_path(&e.field_path), message).with_hint(format!(
-                "the CRD's x-kubernetes-validations rule `{}` must hold",
-                e.rule
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -311,5 +445,35 @@ mod tests {
         );
         let good = json!({"spec": {"image": "a/b:1", "autoscale": {"min": 1, "max": 3}}});
         assert_eq!(problems("Application", &good, false), vec![]);
+    }
+
+    fn verdicts(found: Vec<Problem>) -> Vec<(crate::problem::Location, String)> {
+        let mut v: Vec<_> = found.into_iter().map(|p| (p.location, p.rule)).collect();
+        v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        v
+    }
+
+    #[test]
+    fn the_fast_evaluator_agrees_with_kube_cel() {
+        let cases = [
+            json!({"spec": {"image": "a/b:1", "replicas": 2, "autoscale": {"min": 5, "max": 3}, "port": 1, "ports": [{"name": "a", "port": 1}]}}),
+            json!({"spec": {"image": "a/b:1", "env": [{"name": "A"}, {"name": "B", "value": "x", "configMap": {"name": "c", "key": "k"}}, {"name": "C", "value": "y"}]}}),
+            json!({"spec": {"image": "a/b:1", "health": {}, "allowFrom": [{"namespace": "a", "namespaceSelector": {"x": "y"}}, {"cidr": "10.0.0.0/8", "app": "b"}, {"except": ["1.2.3.4/32"], "app": "c"}]}}),
+            json!({"spec": {"image": "a/b:1", "allowTo": [{"app": "a", "ports": [{"port": 9, "endPort": 1}, {"port": 1, "endPort": 9}, {"port": 5}]}]}}),
+            json!({"spec": {"image": "a/b:1", "autoscale": {"min": 1, "max": 3}, "health": {"tcp": {}}, "allowTo": [{"namespace": "n"}]}}),
+            json!({"spec": {"image": "a/b:1", "autoscale": {"min": "x", "max": 3}}}),
+        ];
+        for c in cases {
+            for only in [true, false] {
+                let fast = verdicts(problems("Application", &c, only));
+                let oracle = verdicts(problems_by_kube_cel("Application", &c, only));
+                if only {
+                    assert_eq!(fast, oracle, "{c}");
+                } else {
+                    // Evaluation errors carry each library's wording; the nodes and rules agree.
+                    assert_eq!(fast.len(), oracle.len(), "{c}: {fast:?} vs {oracle:?}");
+                }
+            }
+        }
     }
 }

@@ -395,7 +395,10 @@ fn check_application(doc: &Doc, bps: &Blueprints, options: &Options) -> AppResul
         result.problems.extend(cel);
         return result;
     }
-    let app: Application = match serde_path_to_error::deserialize(json) {
+    // Decoding from a borrowed value is the fast path; the path-tracking decoder runs only to say where.
+    let decoded = <Application as serde::Deserialize>::deserialize(&json)
+        .or_else(|_| serde_path_to_error::deserialize::<_, Application>(&json));
+    let app: Application = match decoded {
         Ok(a) => a,
         Err(e) => {
             let path: Vec<String> = e.path().iter().map(|s| s.to_string()).filter(|s| s != "?").collect();
