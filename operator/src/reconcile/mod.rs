@@ -225,7 +225,8 @@ impl Context {
     }
 
     fn compiled(&self, bp: &Blueprint) -> Compiled {
-        let name = bp.name_any();
+        // One entry per revision's content: Applications of one Blueprint may run different revisions during a rollout.
+        let name = format!("{}@{}", bp.name_any(), crate::rollout::revision::hash(&bp.spec));
         let version = format!(
             "{}/{}",
             bp.metadata.uid.as_deref().unwrap_or_default(),
@@ -401,6 +402,17 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Done, Error> 
             .await?;
         return Ok(Done::Failed);
     };
+    // The revision this Application runs: its pin, or where the Blueprint's rollout has it (`crate::rollout`).
+    let namespace_of_revisions = crate::rollout::controller::revisions_namespace();
+    let (revision, bp) =
+        match crate::rollout::controller::spec_for(&ctx.client, &namespace_of_revisions, app, &bp).await {
+            Ok((revision, spec)) => (revision, Arc::new(Blueprint { spec, ..(*bp).clone() })),
+            Err(e) => {
+                ctx.report(app, &not_rendered("RevisionNotFound", error_chain(&e)), Vec::new())
+                    .await?;
+                return Ok(Done::Failed);
+            }
+        };
     let loaded = ctx.compiled(&bp);
     let loaded = match &*loaded {
         Ok(l) => l,
@@ -422,7 +434,7 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Done, Error> 
     };
     let blueprint = BlueprintRef {
         name: bp_name.clone(),
-        revision: bp.metadata.generation,
+        revision: revision.or(bp.metadata.generation),
         hash: Some(rendered.blueprint_hash.clone()),
     };
     let desired = match desired::build(&rendered, app, &ctx.served) {
@@ -648,6 +660,15 @@ pub async fn run(
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(0usize);
     let synced_tx = Arc::new(synced_tx);
     let mut tasks = Vec::new();
+    // Rollouts of Blueprint changes: revisions and the Blueprints' status.rollout (`crate::rollout`), written while leading.
+    {
+        let mut driver =
+            crate::rollout::controller::Driver::new(client.clone(), crate::rollout::controller::revisions_namespace());
+        driver.scope.clone_from(&settings.namespace);
+        driver.prometheus = std::env::var("PLINTH_PROMETHEUS_URL").ok().filter(|s| !s.is_empty());
+        driver.gate = Some(ctx.gate.clone());
+        tasks.push(tokio::spawn(driver.run(Duration::from_secs(2), std::future::pending())));
+    }
     let mut expected = 1;
 
     // Blueprints: a change of generation (or a deletion) re-renders exactly the Applications that use it.
@@ -657,14 +678,15 @@ pub async fn run(
             .default_backoff()
             .reflect(bp_writer);
         tasks.push(tokio::spawn(async move {
-            let mut seen: HashMap<String, i64> = HashMap::new();
+            let mut seen: HashMap<String, String> = HashMap::new();
             let mut first = true;
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 let changed = match ev {
                     Ok(Event::Apply(bp) | Event::InitApply(bp)) => {
-                        let generation = bp.metadata.generation.unwrap_or_default();
-                        (seen.insert(bp.name_any(), generation) != Some(generation)).then(|| bp.name_any())
+                        // A new spec, or a rollout step that moved Applications (`crate::rollout`).
+                        let version = crate::rollout::controller::trigger_key(&bp);
+                        (seen.insert(bp.name_any(), version.clone()) != Some(version)).then(|| bp.name_any())
                     }
                     Ok(Event::Delete(bp)) => {
                         seen.remove(&bp.name_any());
