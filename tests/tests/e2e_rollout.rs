@@ -26,6 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt as _};
 use plinth_api::rollout::{Phase, RolloutStatus};
 use plinth_api::{Application, Blueprint};
+use plinth_operator::cli::rollout::{RolloutCommand, Target, execute, render};
 use plinth_operator::reconcile::http::Health;
 use plinth_operator::reconcile::leader::WriteGate;
 use plinth_operator::reconcile::metrics::{Metrics, counted_client};
@@ -333,6 +334,19 @@ async fn wait_running(
     }
 }
 
+/// Runs a `plinth rollout` command as the CLI does, with the test's client.
+async fn cli(client: &Client, cmd: RolloutCommand) {
+    assert_eq!(execute(client, &cmd).await, Ok(0), "{cmd:?}");
+}
+
+fn target(bp: &str) -> Target {
+    Target {
+        blueprint: bp.to_owned(),
+        kubeconfig: None,
+        context: None,
+    }
+}
+
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("app{i:02}")).collect()
 }
@@ -487,6 +501,26 @@ async fn a_failed_gate_pauses_and_moves_back_exactly_the_moved_applications() {
         Phase::Failed,
         "it stays paused"
     );
+    let view = render(&Api::<Blueprint>::all(client.clone()).get(bp).await.unwrap());
+    assert!(
+        view.contains("phase:     Failed") && view.contains(&format!("failed:    {}", key(&bad))),
+        "{view}"
+    );
+
+    // `plinth rollout undo` puts revision 1's content back: that is the stable revision, so it completes at once.
+    cli(
+        &client,
+        RolloutCommand::Undo {
+            target: target(bp),
+            to_revision: None,
+        },
+    )
+    .await;
+    let undone = wait_rollout(&client, bp, "the undo", |_| {}, |r| r.phase == Phase::Completed).await;
+    assert_eq!((undone.revision, undone.stable_revision), (1, 1));
+    let spec = Api::<Blueprint>::all(client.clone()).get(bp).await.unwrap().spec;
+    assert_eq!(spec.defaults.values.unwrap()["annotations"]["example.com/rev"], "1");
+    assert!(spec.rollout.is_some(), "the rollout strategy stays");
     kubelet.abort();
     op.stop().await;
 }
@@ -528,7 +562,7 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = rollout(&client, bp).await.unwrap();
     assert_eq!((still.phase, still.step, still.moved.len()), (Phase::Paused, 1, 1));
-    annotate(&client, bp, "plinth.dev/rollout-resume", Some("1")).await;
+    cli(&client, RolloutCommand::Resume(target(bp))).await;
     let second = wait_rollout(
         &client,
         bp,
@@ -566,7 +600,8 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
     assert_eq!(rollout(&client, bp).await.unwrap().step, 1, "held by the pause");
     annotate(&client, bp, "plinth.dev/rollout-pause", None).await;
     wait_rollout(&client, bp, "step 3", |_| {}, |r| r.revision == 3 && r.step == 3).await;
-    annotate(&client, bp, "plinth.dev/rollout-resume", Some("3")).await;
+    cli(&client, RolloutCommand::Pause(target(bp))).await;
+    cli(&client, RolloutCommand::Resume(target(bp))).await;
     wait_rollout(
         &client,
         bp,

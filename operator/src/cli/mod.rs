@@ -6,6 +6,7 @@ pub mod input;
 pub mod operator;
 pub mod render;
 pub mod report;
+pub mod rollout;
 pub mod schema;
 pub mod validate;
 
@@ -49,6 +50,9 @@ enum Command {
     /// List, show and export Blueprints.
     #[command(subcommand)]
     Blueprints(blueprints::BlueprintsCommand),
+    /// Follow and steer the rollout of a Blueprint change: status, pause, resume, abort, undo.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 /// Output formats for objects.
@@ -90,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Crds => crds(),
         Command::Operator(args) => operator::run(*args),
         Command::Blueprints(cmd) => blueprints::run(&cmd),
+        Command::Rollout(cmd) => rollout::run(&cmd),
     };
     ExitCode::from(code)
 }

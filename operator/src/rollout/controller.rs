@@ -112,19 +112,9 @@ pub async fn ensure_revision(client: &Client, namespace: &str, bp: &Blueprint) -
     let existing = revisions(client, namespace, &name).await?;
     match revision::next(&existing, &bp.spec) {
         Next::Current(n) => Ok((n, revision::hash(&bp.spec))),
-        Next::Reuse { old, number } => {
-            let hash = revision::hash(&bp.spec);
-            // `revision` is the one field of a ControllerRevision that may change (as for a DaemonSet's rollback).
-            api.patch(
-                &revision::name(&name, &hash),
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"revision": number})),
-            )
-            .await
-            .map_err(api_error("renumber a revision", &name))?;
-            tracing::info!(blueprint = %name, old, number, "an earlier revision's content is the newest again");
-            Ok((number, hash))
-        }
+        // An undo, or an edit reverted: the revision holding that content is the Blueprint's revision again, under
+        // its own number, so Applications still running it (the stable ones) keep finding it.
+        Next::Reuse { old, .. } => Ok((old, revision::hash(&bp.spec))),
         Next::New(rev) => {
             let object = revision::to_object(bp, &rev, namespace);
             match api.create(&PostParams::default(), &object).await {

@@ -74,7 +74,9 @@ pub fn name(blueprint: &str, hash: &str) -> String {
 pub enum Next {
     /// The newest revision already holds this content.
     Current(i64),
-    /// An older revision holds this content (an undo, or an edit reverted): it becomes the newest, with this new number.
+    /// An older revision holds this content (an undo, or an edit reverted). The driver makes `old` the Blueprint's
+    /// revision again, keeping its number, so Applications still running it keep finding it; `number` is what a
+    /// renumbering scheme (like a DaemonSet's) would give it.
     Reuse {
         /// The revision holding the content.
         old: i64,
