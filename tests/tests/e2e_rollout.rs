@@ -617,3 +617,154 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
     kubelet.abort();
     op.stop().await;
 }
+
+/// A metrics endpoint the test controls: `plinth_test_errors{blueprint="…"} <value>`.
+async fn metrics_endpoint(blueprint: &'static str, value: Arc<std::sync::atomic::AtomicU64>) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let value = f64::from_bits(value.load(std::sync::atomic::Ordering::SeqCst));
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = format!(
+                    "# TYPE plinth_test_errors gauge\nplinth_test_errors{{blueprint=\"{blueprint}\"}} {value}\n"
+                );
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A Prometheus server (Debian's `prometheus` package) scraping `target` every second; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: PathGuard,
+}
+
+struct PathGuard(std::path::PathBuf);
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn prometheus(target_port: u16) -> Prometheus {
+    let bin = std::path::Path::new("/usr/bin/prometheus");
+    assert!(
+        bin.exists(),
+        "the Prometheus gate test needs a real Prometheus server: install Debian's `prometheus` package (apt-get install prometheus)"
+    );
+    let dir = std::env::temp_dir().join(format!("plinth-prometheus-{}-{target_port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        ),
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = std::process::Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let p = Prometheus {
+        child,
+        url,
+        _dir: PathGuard(dir),
+    };
+    let ready = p.url.clone();
+    control_plane::eventually("Prometheus ready", WAIT, || {
+        let ready = ready.clone();
+        async move {
+            tokio::net::TcpStream::connect(ready.trim_start_matches("http://"))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_gate_passes_and_fails_against_a_real_prometheus() {
+    use plinth_operator::rollout::plan::Analysis;
+    use plinth_operator::rollout::prometheus::evaluate;
+    init_tracing();
+    let value = Arc::new(std::sync::atomic::AtomicU64::new(0.0f64.to_bits()));
+    let port = metrics_endpoint("ro-analysis", Arc::clone(&value)).await;
+    let prom = prometheus(port).await;
+    let spec = plinth_api::rollout::Analysis {
+        query: "max(plinth_test_errors{blueprint=\"{{blueprint}}\"})".into(),
+        max: Some(1.0),
+        min: None,
+    };
+    let until = |want: fn(&Analysis) -> bool, what: &'static str| {
+        let (url, spec) = (prom.url.clone(), spec.clone());
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let got = evaluate(&url, &spec, "ro-analysis", 2).await;
+                if want(&got) {
+                    return got;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for the gate to {what}: {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    // Passing: the scraped value (0) is within the maximum.
+    let passed = until(|a| matches!(a, Analysis::Passed(_)), "pass").await;
+    assert_eq!(
+        passed,
+        Analysis::Passed("max(plinth_test_errors{blueprint=\"ro-analysis\"}) = 0".into())
+    );
+    // Failing: the endpoint now reports 5 errors.
+    value.store(5.0f64.to_bits(), std::sync::atomic::Ordering::SeqCst);
+    let failed = until(|a| matches!(a, Analysis::Failed(_)), "fail").await;
+    let Analysis::Failed(why) = failed else { unreachable!() };
+    assert!(why.contains("= 5, above the maximum 1"), "{why}");
+    // A query Prometheus refuses fails the gate with Prometheus's reason.
+    let bad = plinth_api::rollout::Analysis {
+        query: "max(".into(),
+        max: Some(1.0),
+        min: None,
+    };
+    let refused = evaluate(&prom.url, &bad, "ro-analysis", 2).await;
+    assert!(
+        matches!(&refused, Analysis::Failed(m) if m.contains("bad_data")),
+        "{refused:?}"
+    );
+}
