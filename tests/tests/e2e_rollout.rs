@@ -768,3 +768,69 @@ async fn the_prometheus_gate_passes_and_fails_against_a_real_prometheus() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plinth_diff_shows_what_the_operator_would_change_by_server_side_dry_run() {
+    use plinth_operator::cli::diff::{LiveDiffArgs, live};
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    installed(cp).await;
+    let ns = cp.namespace("ro-livediff").await;
+    let client = cp.client().await;
+    let bp = "ro-livediff";
+    put_blueprint(&client, blueprint(bp, &json!({"strategy": "Immediate"}), "1")).await;
+    let op = Operator::start(cp, ns.name()).await;
+    let kubelet = kubelet(client.clone(), ns.name().to_owned(), Arc::default());
+    create_apps(&client, ns.name(), bp, &["shop".to_owned()], None).await;
+    wait_running(&client, ns.name(), "the Application ready", |r| {
+        r.get("shop").is_some_and(|(_, ready)| *ready)
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("plinth-livediff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = |image: &str| {
+        format!(
+            "apiVersion: plinth.dev/v1alpha1\nkind: Application\nmetadata:\n  name: shop\n  namespace: {}\nspec:\n  blueprint: {bp}\n  image: {image}\n  port: 8080\n  replicas: 1\n",
+            ns.name()
+        )
+    };
+    let args = |file: &str| LiveDiffArgs {
+        paths: vec![dir.join(file)],
+        namespace: "default".into(),
+        platform: None,
+        kubeconfig: None,
+        context: None,
+    };
+    std::fs::write(dir.join("same.yaml"), manifest("ghcr.io/acme/shop:1.0")).unwrap();
+    let (text, changed) = live(&client, &args("same.yaml")).await.unwrap();
+    assert!(!changed, "nothing changes for the applied spec:\n{text}");
+    assert!(text.ends_with("0 objects would change, 0 would be created\n"), "{text}");
+
+    std::fs::write(dir.join("new.yaml"), manifest("ghcr.io/acme/shop:2.0")).unwrap();
+    let (text, changed) = live(&client, &args("new.yaml")).await.unwrap();
+    assert!(changed, "{text}");
+    assert!(
+        text.contains(&format!("~ Deployment {}/shop would change", ns.name())),
+        "{text}"
+    );
+    assert!(
+        text.contains("-        - image: ghcr.io/acme/shop:1.0")
+            || text.contains("-          image: ghcr.io/acme/shop:1.0"),
+        "{text}"
+    );
+    assert!(text.contains("ghcr.io/acme/shop:2.0"), "{text}");
+    assert!(text.ends_with("1 objects would change, 0 would be created\n"), "{text}");
+    // A dry run: the cluster still runs 1.0.
+    let d = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns.name())
+        .get("shop")
+        .await
+        .unwrap();
+    let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "ghcr.io/acme/shop:1.0");
+    std::fs::remove_dir_all(&dir).ok();
+    kubelet.abort();
+    op.stop().await;
+}

@@ -1,10 +1,12 @@
-//! `plinth blueprints diff OLD NEW PATH...`: which Applications a Blueprint change would alter and how, offline.
+//! `plinth blueprints diff OLD NEW PATH...`: which Applications a Blueprint change would alter and how, offline;
+//! `plinth diff PATH...`: what the operator would change in a live cluster for Applications (server-side dry-run).
 //!
 //! Exit codes: 0 nothing changes, 1 something changes or breaks (a finding, like `diff` and `kubectl diff`) or the
 //! input is invalid (then stdout is empty and stderr says why), 2 usage, 3 internal.
 
 use std::path::{Path, PathBuf};
 
+use kube::ResourceExt as _;
 use plinth_api::{Application, Blueprint};
 
 use super::{exit, input};
@@ -81,7 +83,7 @@ fn compile(bp: &Blueprint, side: &str, origin: &str) -> Result<LoadedBlueprint, 
     })
 }
 
-/// Reads the Applications under `paths` that use one of `names`.
+/// Reads the Applications under `paths` that use one of `names` (all when `names` is empty).
 fn applications(paths: &[PathBuf], namespace: &str, names: &[&str]) -> Result<Vec<Application>, String> {
     let limits = Limits::default();
     let mut out = Vec::new();
@@ -104,7 +106,7 @@ fn applications(paths: &[PathBuf], namespace: &str, names: &[&str]) -> Result<Ve
             if app.metadata.namespace.is_none() {
                 app.metadata.namespace = Some(namespace.to_owned());
             }
-            if names.contains(&app.spec.blueprint.as_str()) {
+            if names.is_empty() || names.contains(&app.spec.blueprint.as_str()) {
                 out.push(app);
             }
         }
@@ -209,4 +211,181 @@ pub fn report(diffs: &[diff::ApplicationDiff], old: &LoadedBlueprint, new: &Load
 /// `sha256:` and the first 12 hex digits.
 fn short(hash: &str) -> &str {
     hash.get(..19).unwrap_or(hash)
+}
+
+/// Arguments of `plinth diff`.
+#[derive(Debug, clap::Args)]
+pub struct LiveDiffArgs {
+    /// Application manifests: files or folders (recursive).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Namespace for Applications that do not set one.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Platform settings as a YAML file: the same the operator runs with.
+    #[arg(long, value_name = "FILE")]
+    pub platform: Option<PathBuf>,
+    /// Kubeconfig file; the usual discovery when left out.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+/// Runs `plinth diff`.
+pub fn run_live(args: &LiveDiffArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("internal error: cannot start the async runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let target = super::rollout::Target {
+            blueprint: String::new(),
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        };
+        let client = match super::rollout::client(&target).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
+        match live(&client, args).await {
+            Ok((text, changed)) => {
+                print!("{text}");
+                if changed { exit::INVALID } else { exit::OK }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::INVALID
+            }
+        }
+    })
+}
+
+/// Drops what the server sets and the operator never does, so that only a change the operator makes shows.
+fn comparable(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(m) = o.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+            for k in [
+                "managedFields",
+                "resourceVersion",
+                "generation",
+                "creationTimestamp",
+                "uid",
+                "selfLink",
+            ] {
+                m.remove(k);
+            }
+            if m.get("annotations")
+                .is_some_and(|a| a.as_object().is_some_and(serde_json::Map::is_empty))
+            {
+                m.remove("annotations");
+            }
+        }
+    }
+    v
+}
+
+/// The text of `plinth diff` and whether anything would change.
+///
+/// # Errors
+/// When the cluster cannot be read, or an Application does not render.
+pub async fn live(client: &kube::Client, args: &LiveDiffArgs) -> Result<(String, bool), String> {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    use std::fmt::Write as _;
+    let platform = super::validate::load_platform(args.platform.as_deref())?;
+    let served = crate::reconcile::kinds::Served::discover(client)
+        .await
+        .map_err(|e| format!("discover the API server's versions: {e}"))?;
+    let apps = applications(&args.paths, &args.namespace, &[])?;
+    let mut out = String::new();
+    let (mut changed, mut created) = (0usize, 0usize);
+    for mut app in apps {
+        let ns = app.metadata.namespace.clone().unwrap_or_default();
+        let name = app.metadata.name.clone().unwrap_or_default();
+        let bp = Api::<Blueprint>::all(client.clone())
+            .get_opt(&app.spec.blueprint)
+            .await
+            .map_err(|e| format!("read Blueprint {}: {e}", app.spec.blueprint))?
+            .ok_or_else(|| {
+                format!(
+                    "Application {ns}/{name}: no Blueprint {:?} in the cluster",
+                    app.spec.blueprint
+                )
+            })?;
+        let live_app = Api::<Application>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("read Application {ns}/{name}: {e}"))?;
+        let (revision, spec) =
+            crate::rollout::controller::spec_for(client, &crate::rollout::controller::revisions_namespace(), &app, &bp)
+                .await
+                .map_err(|e| crate::reconcile::error_chain(&e))?;
+        let loaded = LoadedBlueprint::compile(&bp.name_any(), spec)
+            .map_err(|p| format!("Blueprint {}: {p}", app.spec.blueprint))?;
+        let rendered = crate::render::render(&app, &loaded, &platform)
+            .map_err(|p| format!("Application {ns}/{name} does not render: {p}"))?;
+        let Some(live_app) = live_app else {
+            let _ = writeln!(
+                out,
+                "+ Application {ns}/{name}: not in the cluster; the operator would create:"
+            );
+            for o in &rendered.objects {
+                let _ = writeln!(out, "    {} {}", o.object.kind(), o.object.name());
+                created += 1;
+            }
+            continue;
+        };
+        app.metadata.uid.clone_from(&live_app.metadata.uid);
+        let desired = crate::reconcile::desired::build(&rendered, &app, &served).map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            out,
+            "Application {ns}/{name} (Blueprint {} revision {}):",
+            app.spec.blueprint,
+            revision.map_or_else(|| "current".to_owned(), |r| r.to_string())
+        );
+        for o in &desired.objects {
+            let Some(ar) = served.resource(o.key.kind) else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+            let current = api
+                .get_opt(&o.key.name)
+                .await
+                .map_err(|e| format!("read {}: {e}", o.key))?;
+            let params = PatchParams::apply("plinth").force().dry_run();
+            let after = api
+                .patch(&o.key.name, &params, &Patch::Apply(&o.json))
+                .await
+                .map_err(|e| format!("dry-run apply of {}: {e}", o.key))?;
+            let after = crate::render::emit::to_yaml(&comparable(serde_json::to_value(&after).unwrap_or_default()));
+            let label = format!("{} {ns}/{}", o.key.kind.name(), o.key.name);
+            match current {
+                None => {
+                    created += 1;
+                    let _ = writeln!(out, "+ {label} would be created");
+                    out.push_str(&crate::rollout::diff::unified_text(&label, "", &after));
+                }
+                Some(c) => {
+                    let before =
+                        crate::render::emit::to_yaml(&comparable(serde_json::to_value(&c).unwrap_or_default()));
+                    if before != after {
+                        changed += 1;
+                        let _ = writeln!(out, "~ {label} would change");
+                        out.push_str(&crate::rollout::diff::unified_text(&label, &before, &after));
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "{changed} objects would change, {created} would be created");
+    Ok((out, changed + created > 0))
 }

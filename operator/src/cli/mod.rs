@@ -50,6 +50,8 @@ enum Command {
     /// List, show and export Blueprints.
     #[command(subcommand)]
     Blueprints(blueprints::BlueprintsCommand),
+    /// Show what the operator would change in the cluster for Applications: a server-side dry-run per object.
+    Diff(diff::LiveDiffArgs),
     /// Follow and steer the rollout of a Blueprint change: status, pause, resume, abort, undo.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
@@ -95,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Operator(args) => operator::run(*args),
         Command::Blueprints(cmd) => blueprints::run(&cmd),
         Command::Rollout(cmd) => rollout::run(&cmd),
+        Command::Diff(args) => diff::run_live(&args),
     };
     ExitCode::from(code)
 }

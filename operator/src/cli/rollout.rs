@@ -92,7 +92,7 @@ pub fn run(cmd: &RolloutCommand) -> u8 {
     })
 }
 
-async fn client(t: &Target) -> Result<Client, String> {
+pub(crate) async fn client(t: &Target) -> Result<Client, String> {
     let options = KubeConfigOptions {
         context: t.context.clone(),
         ..KubeConfigOptions::default()

@@ -122,6 +122,11 @@ fn key(o: &crate::render::RenderedObject) -> String {
     )
 }
 
+/// A unified diff of two texts, `--- old/<object>` to `+++ new/<object>`, three lines of context.
+pub fn unified_text(object: &str, old: &str, new: &str) -> String {
+    unified(object, old, new)
+}
+
 fn unified(object: &str, old: &str, new: &str) -> String {
     let path = object.replace(' ', "/");
     TextDiff::from_lines(old, new)
