@@ -834,3 +834,100 @@ async fn plinth_diff_shows_what_the_operator_would_change_by_server_side_dry_run
     kubelet.abort();
     op.stop().await;
 }
+
+/// Stands in for the reconciler: each Application reports, Ready, the revision the rollout gives it.
+async fn report_as_reconciled(client: &Client, ns: &str, bp: &str) {
+    let bps: Api<Blueprint> = Api::all(client.clone());
+    let rollout = bps.get(bp).await.unwrap().status.and_then(|s| s.rollout);
+    let apps: Api<Application> = Api::namespaced(client.clone(), ns);
+    for app in apps.list(&ListParams::default()).await.unwrap().items {
+        let key = format!("{ns}/{}", app.name_any());
+        let revision =
+            plinth_operator::rollout::plan::revision_for(&key, app.spec.blueprint_revision, rollout.as_ref())
+                .unwrap_or(1);
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let status = json!({"status": {
+            "observedGeneration": app.metadata.generation,
+            "blueprint": {"name": bp, "revision": revision},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "stand-in",
+                            "lastTransitionTime": now, "observedGeneration": app.metadata.generation}],
+        }});
+        apps.patch_status(&app.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_prometheus_analysis_fails_the_step_and_a_passing_one_lets_it_complete() {
+    use plinth_operator::rollout::controller::Driver;
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    installed(cp).await;
+    let ns = cp.namespace("ro-analysis").await;
+    let client = cp.client().await;
+    let bp = "ro-analysis";
+    let value = Arc::new(std::sync::atomic::AtomicU64::new(5.0f64.to_bits()));
+    let port = metrics_endpoint("ro-analysis", Arc::clone(&value)).await;
+    let prom = prometheus(port).await;
+    let strategy = json!({"strategy": "Canary", "steps": [{"applications": 1}],
+        "analysis": {"query": "max(plinth_test_errors{blueprint=\"{{blueprint}}\"})", "max": 1.0}});
+    put_blueprint(&client, blueprint(bp, &strategy, "1")).await;
+    create_apps(&client, ns.name(), bp, &names(3), None).await;
+    // The driver alone, with the Prometheus address; the test plays the reconciler (no Deployments here).
+    let mut driver = Driver::new(client.clone(), "plinth-system".into());
+    driver.scope = Some(ns.name().to_owned());
+    driver.prometheus = Some(prom.url.clone());
+    let bps: Api<Blueprint> = Api::all(client.clone());
+    let step = |driver: Driver| {
+        let (bps, client, ns) = (bps.clone(), client.clone(), ns.name().to_owned());
+        async move {
+            driver
+                .step(&bps.get(bp).await.unwrap(), k8s_openapi::jiff::Timestamp::now())
+                .await
+                .unwrap();
+            report_as_reconciled(&client, &ns, bp).await;
+            rollout(&client, bp).await.unwrap()
+        }
+    };
+    let first = step(driver.clone()).await;
+    assert_eq!((first.revision, first.phase), (1, Phase::Completed));
+
+    put_blueprint(&client, blueprint(bp, &strategy, "2")).await;
+    // The first pass moves one Application; once it reports revision 2, the analysis decides.
+    let deadline = Instant::now() + WAIT;
+    let failed = loop {
+        let r = step(driver.clone()).await;
+        if r.phase == Phase::Failed {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the analysis never failed the step: {r:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(failed.failures.len(), 1, "{failed:?}");
+    assert_eq!(failed.failures[0].application, "analysis");
+    assert!(
+        failed.failures[0].reason.contains("= 5, above the maximum 1"),
+        "{failed:?}"
+    );
+    assert!(failed.moved.is_empty());
+
+    // The errors stop; a resume retries the step, and the analysis passes.
+    value.store(0.0f64.to_bits(), std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cli(&client, RolloutCommand::Resume(target(bp))).await;
+    let deadline = Instant::now() + WAIT;
+    let done = loop {
+        let r = step(driver.clone()).await;
+        if r.phase == Phase::Completed {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the rollout never completed: {r:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!((done.revision, done.stable_revision), (2, 2));
+    assert!(
+        done.analysis.as_deref().is_some_and(|a| a.starts_with("passed:")),
+        "{done:?}"
+    );
+}
