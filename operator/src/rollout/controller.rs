@@ -413,3 +413,118 @@ pub async fn spec_for(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use plinth_api::ApplicationStatus;
+    use plinth_api::application::BlueprintRef;
+
+    fn app(generation: i64, observed: i64, conditions: &[(&str, &str)]) -> Application {
+        let mut a: Application = serde_json::from_value(serde_json::json!({
+            "apiVersion": "plinth.dev/v1alpha1", "kind": "Application",
+            "metadata": {"name": "shop", "namespace": "team", "generation": generation,
+                         "labels": {"plinth.dev/early-adopter": "true"}},
+            "spec": {"image": "ghcr.io/acme/shop:1.0", "blueprintRevision": 3},
+        }))
+        .expect("app");
+        a.status = Some(ApplicationStatus {
+            observed_generation: Some(observed),
+            blueprint: Some(BlueprintRef {
+                name: "web".into(),
+                revision: Some(2),
+                hash: None,
+            }),
+            conditions: conditions
+                .iter()
+                .map(|(t, s)| Condition {
+                    type_: (*t).into(),
+                    status: (*s).into(),
+                    reason: "Why".into(),
+                    message: "because".into(),
+                    observed_generation: Some(observed),
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                })
+                .collect(),
+            ..ApplicationStatus::default()
+        });
+        a
+    }
+
+    #[test]
+    fn health_reads_the_conditions_of_the_current_generation() {
+        assert_eq!(health(&app(1, 1, &[("Ready", "True")])), Health::Healthy);
+        assert_eq!(
+            health(&app(2, 1, &[("Ready", "True")])),
+            Health::Progressing,
+            "stale status"
+        );
+        assert_eq!(health(&app(1, 1, &[("Ready", "False")])), Health::Progressing);
+        assert_eq!(
+            health(&app(1, 1, &[("Ready", "False"), ("Degraded", "True")])),
+            Health::Unhealthy("Degraded: Why: because".into())
+        );
+        assert!(
+            matches!(health(&app(1, 1, &[("Rendered", "False")])), Health::Unhealthy(m) if m.starts_with("not Rendered"))
+        );
+    }
+
+    #[test]
+    fn observe_reads_key_pin_revision_and_early_label() {
+        let o = observe(&app(1, 1, &[("Ready", "True")]), "web", EARLY_ADOPTER_LABEL, false);
+        assert_eq!(
+            (o.key.as_str(), o.pinned, o.running, o.early),
+            ("team/shop", Some(3), Some(2), true)
+        );
+        let other = observe(&app(1, 1, &[]), "other", "example.com/canary", false);
+        assert_eq!(
+            (other.running, other.early),
+            (None, false),
+            "another Blueprint's revision is not this one's"
+        );
+    }
+
+    #[test]
+    fn commands_come_from_annotations() {
+        let mut bp = Blueprint::new(
+            "web",
+            plinth_api::BlueprintSpec {
+                description: String::new(),
+                parameters: None,
+                defaults: Default::default(),
+                policy: Default::default(),
+                templates: [("a.yaml.hbs".to_owned(), "x".to_owned())].into(),
+                rollout: None,
+            },
+        );
+        assert_eq!(commands(&bp), Commands::default());
+        bp.metadata.annotations = Some(
+            [
+                (PAUSE_ANNOTATION.to_owned(), "true".to_owned()),
+                (RESUME_ANNOTATION.to_owned(), "t1".to_owned()),
+                (ABORT_ANNOTATION.to_owned(), "4".to_owned()),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            commands(&bp),
+            Commands {
+                paused: true,
+                resume: Some("t1".into()),
+                abort: Some(4),
+            }
+        );
+        let before = trigger_key(&bp);
+        bp.status = Some(plinth_api::BlueprintStatus {
+            rollout: Some(RolloutStatus {
+                revision: 2,
+                stable_revision: 1,
+                moved: vec!["team/shop".into()],
+                ..RolloutStatus::default()
+            }),
+            ..Default::default()
+        });
+        assert_ne!(trigger_key(&bp), before, "moving an Application re-renders the users");
+    }
+}
