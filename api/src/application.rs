@@ -298,8 +298,8 @@ pub struct TcpCheck {
 
 /// A network peer: another app (optionally in another namespace), a namespace by name or labels, or a CIDR.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema, Validate)]
-#[x_kube(validation = Rule::new("has(self.cidr) != (has(self.app) || has(self.namespace) || has(self.namespaceSelector))").message("set cidr, or one of app, namespace and namespaceSelector"))]
-#[x_kube(validation = Rule::new("!(has(self.namespace) && has(self.namespaceSelector))").message("set either namespace or namespaceSelector, not both"))]
+#[x_kube(validation = Rule::new("has(self.cidr) != (has(self.app) || has(self.__namespace__) || has(self.namespaceSelector))").message("set cidr, or one of app, namespace and namespaceSelector"))]
+#[x_kube(validation = Rule::new("!(has(self.__namespace__) && has(self.namespaceSelector))").message("set either namespace or namespaceSelector, not both"))]
 #[x_kube(validation = Rule::new("!has(self.except) || has(self.cidr)").message("except applies only to cidr"))]
 #[validate(schema(function = "check_peer"))]
 #[serde(rename_all = "camelCase")]

@@ -244,7 +244,7 @@ enum Frame {
         start: Pos,
         anchor: usize,
         nodes: usize,
-        seen: HashMap<String, Pos>,
+        seen: Option<HashMap<String, Pos>>,
     },
 }
 
@@ -292,13 +292,7 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Vec<Document>, YamlError> {
                 continue;
             }
             Event::SequenceStart(anchor, tag) => {
-                check_collection_tag(tag.as_deref(), "seq", start)?;
-                if stack.len() >= limits.max_depth {
-                    return Err(YamlError::TooDeep {
-                        pos: start,
-                        limit: limits.max_depth,
-                    });
-                }
+                open_collection(&stack, tag.as_deref(), "seq", start, limits)?;
                 stack.push(Frame::Seq {
                     items: Vec::new(),
                     start,
@@ -308,20 +302,14 @@ pub fn parse(text: &str, limits: &Limits) -> Result<Vec<Document>, YamlError> {
                 continue;
             }
             Event::MappingStart(anchor, tag) => {
-                check_collection_tag(tag.as_deref(), "map", start)?;
-                if stack.len() >= limits.max_depth {
-                    return Err(YamlError::TooDeep {
-                        pos: start,
-                        limit: limits.max_depth,
-                    });
-                }
+                open_collection(&stack, tag.as_deref(), "map", start, limits)?;
                 stack.push(Frame::Map {
                     entries: Vec::new(),
                     pending: None,
                     start,
                     anchor,
                     nodes: 1,
-                    seen: HashMap::new(),
+                    seen: None,
                 });
                 continue;
             }
@@ -440,18 +428,48 @@ fn attach(stack: &mut [Frame], root: &mut Option<Node>, node: Node, size: usize)
                             return Err(YamlError::ComplexKey { pos: node.span.start });
                         }
                     };
-                    if let Some(first) = seen.get(&name) {
+                    // Small mappings (nearly all) are scanned; large ones get an index, so no input is quadratic.
+                    let first = match seen {
+                        Some(index) => index.get(&name).copied(),
+                        None => entries.iter().find(|(k, _)| k.name == name).map(|(k, _)| k.span.start),
+                    };
+                    if let Some(first) = first {
                         return Err(YamlError::DuplicateKey {
                             key: name,
                             pos: node.span.start,
-                            first: *first,
+                            first,
                         });
                     }
-                    seen.insert(name.clone(), node.span.start);
+                    if let Some(index) = seen {
+                        index.insert(name.clone(), node.span.start);
+                    } else if entries.len() >= 32 {
+                        let mut index: HashMap<String, Pos> =
+                            entries.iter().map(|(k, _)| (k.name.clone(), k.span.start)).collect();
+                        index.insert(name.clone(), node.span.start);
+                        *seen = Some(index);
+                    }
                     *pending = Some(Key { name, span: node.span });
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks a sequence or mapping about to open: its tag and the nesting limit.
+fn open_collection(
+    stack: &[Frame],
+    tag: Option<&saphyr_parser::Tag>,
+    expected: &str,
+    pos: Pos,
+    limits: &Limits,
+) -> Result<(), YamlError> {
+    check_collection_tag(tag, expected, pos)?;
+    if stack.len() >= limits.max_depth {
+        return Err(YamlError::TooDeep {
+            pos,
+            limit: limits.max_depth,
+        });
     }
     Ok(())
 }
@@ -511,19 +529,25 @@ fn resolve_scalar(
 
 /// Resolves a plain (unquoted) scalar as Kubernetes clients do.
 pub fn resolve_plain(text: &str) -> Value {
+    resolve_non_string(text).unwrap_or_else(|| Value::Str(text.to_owned()))
+}
+
+/// Whether a plain (unquoted) scalar reads back as the string it is.
+pub fn plain_is_string(text: &str) -> bool {
+    resolve_non_string(text).is_none()
+}
+
+fn resolve_non_string(text: &str) -> Option<Value> {
     if matches!(text, "" | "~" | "null" | "Null" | "NULL") {
-        return Value::Null;
+        return Some(Value::Null);
     }
     if let Some(b) = resolve_bool(text) {
-        return Value::Bool(b);
+        return Some(Value::Bool(b));
     }
     if let Some(i) = resolve_int(text) {
-        return Value::Int(i);
+        return Some(Value::Int(i));
     }
-    if let Some(f) = resolve_float(text) {
-        return Value::Float(f);
-    }
-    Value::Str(text.to_owned())
+    resolve_float(text).map(Value::Float)
 }
 
 fn resolve_bool(text: &str) -> Option<bool> {
@@ -609,6 +633,23 @@ impl Node {
             Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => {
                 serde_json::Value::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect())
+            }
+        }
+    }
+
+    /// The value as JSON, consuming the node (no string is copied).
+    pub fn into_json(self) -> serde_json::Value {
+        match self.value {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(b),
+            Value::Int(i) => serde_json::Value::from(i),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
+            Value::Str(s) => serde_json::Value::String(s),
+            Value::Seq(items) => serde_json::Value::Array(items.into_iter().map(Node::into_json).collect()),
+            Value::Map(entries) => {
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k.name, v.into_json())).collect())
             }
         }
     }

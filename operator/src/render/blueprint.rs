@@ -63,13 +63,7 @@ impl LoadedBlueprint {
             let compiled = match Template::compile(source) {
                 Ok(t) => t,
                 Err(e) => {
-                    let (line, col) = e.pos().unwrap_or((1, 1));
-                    problems.push(template_problem(
-                        file,
-                        line,
-                        col,
-                        format!("template does not compile: {}", e.reason()),
-                    ));
+                    problems.push(compile_problem(file, &e));
                     continue;
                 }
             };
@@ -93,13 +87,7 @@ impl LoadedBlueprint {
                 }
             };
             if let Err(e) = registered {
-                let (line, col) = e.pos().unwrap_or((1, 1));
-                problems.push(template_problem(
-                    file,
-                    line,
-                    col,
-                    format!("template does not compile: {}", e.reason()),
-                ));
+                problems.push(compile_problem(file, &e));
             }
         }
         if !problems.is_empty() {
@@ -123,6 +111,11 @@ impl LoadedBlueprint {
     pub(crate) fn registry(&self) -> &Handlebars<'static> {
         &self.registry
     }
+}
+
+fn compile_problem(file: &str, e: &handlebars::TemplateError) -> Problem {
+    let (line, col) = e.pos().unwrap_or((1, 1));
+    template_problem(file, line, col, format!("template does not compile: {}", e.reason()))
 }
 
 fn template_problem(file: &str, line: usize, col: usize, message: String) -> Problem {

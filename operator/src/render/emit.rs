@@ -1,7 +1,7 @@
 //! Writes JSON values as block-style YAML, deterministically, quoting every string that could be read as anything else.
 
 use super::escape::push_quoted;
-use crate::yaml::{Value as YamlValue, resolve_plain};
+use crate::yaml::plain_is_string;
 
 /// One YAML document (without the `---` separator) for a JSON value.
 pub fn to_yaml(v: &serde_json::Value) -> String {
@@ -114,21 +114,27 @@ fn write_string(out: &mut String, s: &str) {
 }
 
 fn is_plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else {
+    let bytes = s.as_bytes();
+    let Some(&first) = bytes.first() else { return false };
+    if !(first.is_ascii_alphanumeric() || matches!(first, b'/' | b'.' | b'_')) {
         return false;
-    };
-    (first.is_ascii_alphanumeric() || matches!(first, '/' | '.' | '_'))
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    '-' | '_' | '.' | '/' | ':' | '@' | '+' | '=' | ',' | '(' | ')' | ' ' | '*'
-                )
-        })
-        && !s.ends_with([' ', ':'])
-        && !s.contains(": ")
-        && !s.contains(" #")
-        && matches!(resolve_plain(s), YamlValue::Str(_))
+    }
+    let mut prev = 0u8;
+    for &b in bytes {
+        let ok = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'/' | b'@' | b'+' | b'=' | b',' | b'(' | b')' | b'*'
+            )
+            || (b == b':' && prev != b' ')
+            || (b == b' ' && prev != b':');
+        // ": " starts a mapping value and " #" a comment: both stay quoted.
+        if !ok || (b == b'#' && prev == b' ') {
+            return false;
+        }
+        prev = b;
+    }
+    !matches!(prev, b' ' | b':') && !s.contains(": ") && plain_is_string(s)
 }
 
 #[cfg(test)]

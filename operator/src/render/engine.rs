@@ -156,7 +156,7 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
             }
         };
         for doc in docs {
-            match decode(template, doc.root.to_json()) {
+            match decode(template, doc.root.into_json()) {
                 Ok(o) => objects.push(o),
                 Err(mut p) => problems.append(&mut p),
             }

@@ -14,6 +14,11 @@ pub fn register(hb: &mut Handlebars<'_>) {
     hb.register_helper("default", Box::new(Default));
 }
 
+/// The strict-mode error for a parameter naming a variable that does not exist.
+fn missing(p: &handlebars::PathAndJson<'_>) -> RenderError {
+    RenderErrorReason::MissingVariable(Some(p.relative_path().cloned().unwrap_or_default())).into()
+}
+
 /// `{{json VALUE}}`: any value as one YAML flow node (numbers stay numbers, objects stay objects).
 #[derive(Debug, Clone, Copy)]
 struct Json;
@@ -32,8 +37,7 @@ impl HelperDef for Json {
         }
         let param = h.param(0).ok_or(RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
         if param.is_value_missing() {
-            let path = param.relative_path().cloned().unwrap_or_default();
-            return Err(RenderErrorReason::MissingVariable(Some(path)).into());
+            return Err(missing(param));
         }
         let mut s = String::new();
         escape::push_flow(&mut s, param.value());
@@ -57,8 +61,7 @@ impl HelperDef for Concat {
         let mut s = String::new();
         for p in h.params() {
             if p.is_value_missing() {
-                let path = p.relative_path().cloned().unwrap_or_default();
-                return Err(RenderErrorReason::MissingVariable(Some(path)).into());
+                return Err(missing(p));
             }
             match p.value() {
                 serde_json::Value::String(v) => s.push_str(v),

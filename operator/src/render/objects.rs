@@ -106,11 +106,17 @@ fn strict<T: DeserializeOwned>(
     ignored: &mut Vec<Vec<String>>,
 ) -> Result<T, (Vec<String>, String)> {
     let mut cb = |p: serde_ignored::Path<'_>| ignored.push(segments(&p));
-    let de = serde_ignored::Deserializer::new(value, &mut cb);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().iter().map(|s| s.to_string()).filter(|s| s != "?").collect();
-        (path, e.into_inner().to_string())
-    })
+    match T::deserialize(serde_ignored::Deserializer::new(&value, &mut cb)) {
+        Ok(t) => Ok(t),
+        // Only a failure pays for tracking paths: decode again to say where.
+        Err(first) => match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(_) => Err((Vec::new(), first.to_string())),
+            Err(e) => {
+                let path = e.path().iter().map(|s| s.to_string()).filter(|s| s != "?").collect();
+                Err((path, e.into_inner().to_string()))
+            }
+        },
+    }
 }
 
 fn segments(p: &serde_ignored::Path<'_>) -> Vec<String> {
