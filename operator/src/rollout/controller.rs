@@ -379,7 +379,8 @@ pub fn trigger_key(bp: &Blueprint) -> String {
 }
 
 /// The revision an Application runs and the spec to render it with: its pin, else what the Blueprint's rollout
-/// says, else the Blueprint as it is (`None` as the number when no revision is recorded yet).
+/// says, else the Blueprint as it is (`None` as the number when no revision is recorded yet). The spec never holds
+/// `rollout`, so the render's Blueprint hash is the revision's hash.
 pub async fn spec_for(
     client: &Client,
     namespace: &str,
@@ -389,11 +390,11 @@ pub async fn spec_for(
     let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
     let rollout = bp.status.as_ref().and_then(|s| s.rollout.as_ref());
     let Some(want) = plan::revision_for(&key, app.spec.blueprint_revision, rollout) else {
-        return Ok((None, bp.spec.clone()));
+        return Ok((None, revision::content(&bp.spec)));
     };
     // The Blueprint as it is, when that is the revision asked for: no read.
     if rollout.is_some_and(|r| r.revision == want && r.hash == revision::hash(&bp.spec)) {
-        return Ok((Some(want), bp.spec.clone()));
+        return Ok((Some(want), revision::content(&bp.spec)));
     }
     let all = revisions(client, namespace, &bp.name_any()).await?;
     match all.into_iter().find(|r| r.number == want) {
