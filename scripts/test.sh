@@ -25,7 +25,7 @@ fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "run as root: the datapath suites load BPF programs and create network namespaces"
 
 step "system packages"
-packages=(clang llvm libbpf-dev bpftool iproute2 iptables nftables)
+packages=(clang llvm libbpf-dev bpftool iproute2 iptables nftables util-linux prometheus)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
