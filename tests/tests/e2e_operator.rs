@@ -1377,6 +1377,12 @@ async fn bench_convergence() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    // Replicas per Application: 0 by default, so that the cluster settles (there is no kubelet here, so pods
+    // would stay pending and their controllers keep changing Deployment status, which is real change).
+    let replicas: i64 = std::env::var("PLINTH_BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let resync: u64 = std::env::var("PLINTH_BENCH_RESYNC_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1416,7 +1422,7 @@ async fn bench_convergence() {
                     &c,
                     &ns,
                     &name,
-                    json!({"image": "ghcr.io/acme/shop:1.0", "blueprint": "worker", "replicas": 2}),
+                    json!({"image": "ghcr.io/acme/shop:1.0", "blueprint": "worker", "replicas": replicas, "config": {"app.yaml": "a: 1"}}),
                 )
                 .await;
             }
@@ -1458,9 +1464,41 @@ async fn bench_convergence() {
         + sum("plinth_api_requests_total{verb=\"DELETE\"}");
     let reconciles = sum("plinth_reconciles_total");
 
-    // A full resync of unchanged Applications: wait for every one to be reconciled again.
-    let before_unchanged = sum("plinth_reconciles_total{result=\"unchanged\"}");
-    let writes_before = writes;
+    // A full resync of unchanged Applications. First let the cluster settle: the Deployment and
+    // ReplicaSet controllers keep changing the Deployments' status for a while, and each change is
+    // a real status update. Then wait for every Application to be reconciled again.
+    let writes_of = |t: &str| -> f64 {
+        ["PATCH", "POST", "PUT", "DELETE"]
+            .iter()
+            .map(|v| {
+                let series = format!("plinth_api_requests_total{{verb=\"{v}\"}}");
+                t.lines()
+                    .find_map(|l| l.strip_prefix(&series).and_then(|r| r.trim().parse::<f64>().ok()))
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    let mut quiet_since = Instant::now();
+    let mut last_writes = writes;
+    while quiet_since.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let w = writes_of(&op.metrics().await.unwrap());
+        if w != last_writes {
+            last_writes = w;
+            quiet_since = Instant::now();
+        }
+        assert!(started.elapsed() < Duration::from_secs(3600), "never settled");
+    }
+    let settled = started.elapsed();
+    let t = op.metrics().await.unwrap();
+    let before_unchanged: f64 = t
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("plinth_reconciles_total{result=\"unchanged\"}")
+                .and_then(|r| r.trim().parse().ok())
+        })
+        .unwrap_or(0.0);
+    let writes_before = writes_of(&t);
     let resync_started = Instant::now();
     let (unchanged_after, writes_after) = loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1488,6 +1526,7 @@ async fn bench_convergence() {
     let peak_rss_after = proc_status(pid, "VmHWM:").unwrap_or(0);
     let report = json!({
         "applications": n,
+        "replicas": replicas,
         "create_seconds": created.as_secs_f64(),
         "converge_seconds": converged.as_secs_f64(),
         "operator_cpu_seconds_to_converge": cpu_converge,
@@ -1500,6 +1539,7 @@ async fn bench_convergence() {
         "reconciles": reconciles,
         "api_requests_per_reconcile": (requests - watches) / reconciles.max(1.0),
         "api_requests_per_application": (requests - watches) / n as f64,
+        "settled_seconds": settled.as_secs_f64(),
         "resync_reconciles": unchanged_after - before_unchanged,
         "resync_write_requests": writes_after - writes_before,
     });
