@@ -270,8 +270,13 @@ async fn operate(args: OperatorArgs) -> u8 {
         async move {
             loop {
                 tokio::select! {
+                    // A requested stop wins: on SIGTERM the leader task also releases the Lease, which is not a loss.
+                    biased;
                     _ = stop.changed() => if *stop.borrow() { return },
                     changed = leader_rx.changed(), if election => {
+                        if *stop.borrow() {
+                            return;
+                        }
                         if changed.is_err() || !*leader_rx.borrow() {
                             lost.store(true, Ordering::Relaxed);
                             tracing::error!("lost the leader Lease; stopping");
