@@ -54,60 +54,11 @@ async fn installed(cp: &ControlPlane) {
 /// Installs the CRDs and the bundled Blueprints.
 async fn install(cp: &ControlPlane) {
     {
-        // CEL rules are removed for servers before 1.25 (the operator checks them itself). So is the
-        // `default: ""` of Blueprint.spec.description: the test kube-apiserver (v1.20.2 built with a
-        // newer Go) reads every empty string of a custom resource as `null` (kubernetes#99804), and
-        // refuses it; serde fills the same default when reading.
-        fn strip(v: &mut Value) {
-            match v {
-                Value::Object(map) => {
-                    map.remove("x-kubernetes-validations");
-                    if map.get("default") == Some(&json!("")) {
-                        map.remove("default");
-                    }
-                    map.values_mut().for_each(strip);
-                }
-                Value::Array(items) => items.iter_mut().for_each(strip),
-                _ => {}
-            }
+        // The fixture removes CEL rules on servers before 1.25 (the operator checks them itself).
+        for crd in plinth_api::crds() {
+            cp.install_crd(&crd).await;
         }
         let client = cp.client().await;
-        let ar = kube::core::ApiResource::erase::<
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-        >(&());
-        let crds: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        for crd in plinth_api::crds() {
-            let mut v = serde_json::to_value(&crd).unwrap();
-            strip(&mut v);
-            let obj: DynamicObject = serde_json::from_value(v).unwrap();
-            match crds.get_opt(&crd.name_any()).await.unwrap() {
-                None => {
-                    crds.create(&PostParams::default(), &obj).await.unwrap();
-                }
-                Some(existing) => {
-                    let mut obj = obj;
-                    obj.metadata.resource_version = existing.metadata.resource_version;
-                    crds.replace(&crd.name_any(), &PostParams::default(), &obj)
-                        .await
-                        .unwrap();
-                }
-            }
-        }
-        for crd in plinth_api::crds() {
-            let name = crd.name_any();
-            control_plane::eventually(&format!("CRD {name} established"), WAIT, || {
-                let crds = crds.clone();
-                let name = name.clone();
-                async move {
-                    crds.get(&name).await.is_ok_and(|c| {
-                        c.data["status"]["conditions"]
-                            .as_array()
-                            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
-                    })
-                }
-            })
-            .await;
-        }
         let bps: Api<Blueprint> = Api::all(client.clone());
         for (name, bp) in plinth_operator::render::bundled::objects().unwrap() {
             // The bundled objects carry no apiVersion/kind fields of their own in JSON: set them.

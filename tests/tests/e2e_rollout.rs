@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt as _};
 use plinth_api::rollout::{Phase, RolloutStatus};
@@ -48,57 +48,15 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Installs the CRDs (CEL rules and empty-string defaults removed for the 1.20 server, as the operator suite
-/// does) and the revisions' namespace, once per test process.
+/// Installs the CRDs and the revisions' namespace, once per test process.
 async fn installed(cp: &ControlPlane) {
     static DONE: OnceCell<()> = OnceCell::const_new();
     DONE.get_or_init(|| async {
-        fn strip(v: &mut Value) {
-            match v {
-                Value::Object(map) => {
-                    map.remove("x-kubernetes-validations");
-                    if map.get("default") == Some(&json!("")) {
-                        map.remove("default");
-                    }
-                    map.values_mut().for_each(strip);
-                }
-                Value::Array(items) => items.iter_mut().for_each(strip),
-                _ => {}
-            }
+        // The fixture removes CEL rules on servers before 1.25 and waits until each API is served.
+        for crd in plinth_api::crds() {
+            cp.install_crd(&crd).await;
         }
         let client = cp.client().await;
-        let ar = kube::core::ApiResource::erase::<
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-        >(&());
-        let crds: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        for crd in plinth_api::crds() {
-            let mut v = serde_json::to_value(&crd).unwrap();
-            strip(&mut v);
-            let mut obj: DynamicObject = serde_json::from_value(v).unwrap();
-            match crds.get_opt(&crd.name_any()).await.unwrap() {
-                None => {
-                    crds.create(&PostParams::default(), &obj).await.unwrap();
-                }
-                Some(existing) => {
-                    obj.metadata.resource_version = existing.metadata.resource_version;
-                    crds.replace(&crd.name_any(), &PostParams::default(), &obj)
-                        .await
-                        .unwrap();
-                }
-            }
-        }
-        let apps: Api<Application> = Api::all(client.clone());
-        control_plane::eventually("the Application API", WAIT, || {
-            let apps = apps.clone();
-            async move { apps.list(&ListParams::default().limit(1)).await.is_ok() }
-        })
-        .await;
-        let bps: Api<Blueprint> = Api::all(client.clone());
-        control_plane::eventually("the Blueprint API", WAIT, || {
-            let bps = bps.clone();
-            async move { bps.list(&ListParams::default().limit(1)).await.is_ok() }
-        })
-        .await;
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "plinth-system"}})).unwrap();
         let _ = Api::<Namespace>::all(client).create(&PostParams::default(), &ns).await;
     })

@@ -16,16 +16,13 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use kube::ResourceExt as _;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use plinth_operator::validate::{Input, Options, Severity};
-use plinth_tests::control_plane::{self, ControlPlane};
+use plinth_tests::control_plane::ControlPlane;
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Schema keywords the apiserver enforces on a custom resource without CEL.
 const STRUCTURAL: [&str; 12] = [
@@ -62,58 +59,11 @@ async fn installed(cp: &ControlPlane) {
     DONE.get_or_init(|| install_crds(cp)).await;
 }
 
-/// Installs the CRDs as the test apiserver takes them: without CEL rules (it has no CEL) and without
-/// `default: ""` (v1.20.2 built with a newer Go reads empty strings of custom resources as null).
+/// Installs the CRDs as the test apiserver takes them: the fixture removes CEL rules on servers before 1.25
+/// (which have no CEL).
 async fn install_crds(cp: &ControlPlane) {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                map.remove("x-kubernetes-validations");
-                if map.get("default") == Some(&json!("")) {
-                    map.remove("default");
-                }
-                map.values_mut().for_each(strip);
-            }
-            Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let client = cp.client().await;
-    let ar = ApiResource::erase::<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    >(&());
-    let crds: Api<DynamicObject> = Api::all_with(client, &ar);
     for crd in plinth_api::crds() {
-        let mut v = serde_json::to_value(&crd).unwrap();
-        strip(&mut v);
-        let obj: DynamicObject = serde_json::from_value(v).unwrap();
-        match crds.get_opt(&crd.name_any()).await.unwrap() {
-            None => {
-                crds.create(&PostParams::default(), &obj).await.unwrap();
-            }
-            Some(existing) => {
-                let mut obj = obj;
-                obj.metadata.resource_version = existing.metadata.resource_version;
-                crds.replace(&crd.name_any(), &PostParams::default(), &obj)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-    for crd in plinth_api::crds() {
-        let name = crd.name_any();
-        control_plane::eventually(&format!("CRD {name} established"), WAIT, || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                crds.get(&name).await.is_ok_and(|c| {
-                    c.data["status"]["conditions"]
-                        .as_array()
-                        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Established" && c["status"] == "True"))
-                })
-            }
-        })
-        .await;
+        cp.install_crd(&crd).await;
     }
 }
 
