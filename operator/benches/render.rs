@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use plinth_api::Application;
 use plinth_operator::render::{self, Platform, bundled, emit};
 
+/// The allocator the `plinth` binary uses (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_else(|| "5".into());
     let app: Application = serde_json::from_value(serde_json::json!({
@@ -33,8 +37,9 @@ fn main() {
     };
     let render_print = || {
         let rendered = render::render(black_box(&app), bp, &platform).expect("renders");
-        let docs: Vec<serde_json::Value> = rendered.objects.iter().map(|o| o.object.to_json()).collect();
-        emit::to_yaml_stream(&docs).len()
+        emit::to_yaml_stream(rendered.objects.iter().map(|o| &o.object))
+            .expect("prints")
+            .len()
     };
     let bytes = render_print();
     if let Some(count) = arg.strip_suffix('x').and_then(|c| c.parse::<u64>().ok()) {

@@ -54,7 +54,7 @@ fn app(spec: Value) -> Application {
 fn render_and_reparse(a: &Application) -> Vec<Value> {
     let rendered = render::render(a, web(), &Platform::default()).unwrap_or_else(|p| panic!("render failed: {p}"));
     let objects: Vec<Value> = rendered.objects.iter().map(|o| o.object.to_json()).collect();
-    let text = emit::to_yaml_stream(&objects);
+    let text = emit::to_yaml_stream(rendered.objects.iter().map(|o| &o.object)).expect("prints");
     let back: Vec<Value> = yaml::parse(&text, &yaml::Limits::default())
         .expect("printed YAML parses")
         .iter()
@@ -199,23 +199,13 @@ fn no_policy_gap_ingress_is_denied_unless_asked() {
 #[test]
 fn rendering_is_byte_identical_across_runs() {
     let a = app(spec_with("v", "a", "f", "n", 3, 8080));
-    let first = emit::to_yaml_stream(
-        &render::render(&a, web(), &Platform::default())
-            .expect("renders")
-            .objects
-            .iter()
-            .map(|o| o.object.to_json())
-            .collect::<Vec<_>>(),
-    );
+    let print = || {
+        let rendered = render::render(&a, web(), &Platform::default()).expect("renders");
+        emit::to_yaml_stream(rendered.objects.iter().map(|o| &o.object)).expect("prints")
+    };
+    let first = print();
     for _ in 0..20 {
-        let again = emit::to_yaml_stream(
-            &render::render(&a, web(), &Platform::default())
-                .expect("renders")
-                .objects
-                .iter()
-                .map(|o| o.object.to_json())
-                .collect::<Vec<_>>(),
-        );
+        let again = print();
         assert_eq!(again, first);
     }
 }

@@ -178,8 +178,9 @@ pub fn run(cmd: &BlueprintsCommand) -> u8 {
                     );
                     let section = |title: &str, v: serde_json::Value| {
                         println!("{title}:");
-                        for line in emit::to_yaml(&v).lines() {
-                            println!("  {line}");
+                        match emit::to_yaml(&v) {
+                            Ok(text) => text.lines().for_each(|line| println!("  {line}")),
+                            Err(e) => println!("  # {e}"),
                         }
                     };
                     section("Defaults", serde_json::to_value(&bp.spec.defaults).unwrap_or_default());
@@ -217,10 +218,23 @@ pub fn run(cmd: &BlueprintsCommand) -> u8 {
                 );
                 return exit::INVALID;
             }
-            print!("{}", emit::to_yaml_stream(&docs));
-            exit::OK
+            print_stream(&docs)
         }
         // Handled before the catalog is read.
         BlueprintsCommand::Diff(args) => super::diff::run(args),
+    }
+}
+
+/// Prints documents as a YAML stream.
+pub(super) fn print_stream<T: serde::Serialize>(docs: &[T]) -> u8 {
+    match emit::to_yaml_stream(docs) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("internal error: {e}");
+            exit::INTERNAL
+        }
     }
 }

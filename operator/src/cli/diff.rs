@@ -366,7 +366,14 @@ pub async fn live(client: &kube::Client, args: &LiveDiffArgs) -> Result<(String,
                 .patch(&o.key.name, &params, &Patch::Apply(&o.json))
                 .await
                 .map_err(|e| format!("dry-run apply of {}: {e}", o.key))?;
-            let after = crate::render::emit::to_yaml(&comparable(serde_json::to_value(&after).unwrap_or_default()));
+            let key = &o.key;
+            let yaml = |o: &DynamicObject| {
+                serde_json::to_value(o)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| crate::render::emit::to_yaml(&comparable(v)).map_err(|e| e.to_string()))
+                    .map_err(|e| format!("print {key}: {e}"))
+            };
+            let after = yaml(&after)?;
             let label = format!("{} {ns}/{}", o.key.kind.name(), o.key.name);
             match current {
                 None => {
@@ -375,8 +382,7 @@ pub async fn live(client: &kube::Client, args: &LiveDiffArgs) -> Result<(String,
                     out.push_str(&crate::rollout::diff::unified_text(&label, "", &after));
                 }
                 Some(c) => {
-                    let before =
-                        crate::render::emit::to_yaml(&comparable(serde_json::to_value(&c).unwrap_or_default()));
+                    let before = yaml(&c)?;
                     if before != after {
                         changed += 1;
                         let _ = writeln!(out, "~ {label} would change");

@@ -107,6 +107,5 @@ fn crds() -> u8 {
         .iter()
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect();
-    print!("{}", crate::render::emit::to_yaml_stream(&docs));
-    exit::OK
+    blueprints::print_stream(&docs)
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{BlueprintSource, ObjectFormat, exit};
-use crate::render::emit;
+use crate::render::Object;
 use crate::validate::{Options, Severity};
 
 /// Arguments of `plinth render`.
@@ -58,13 +58,13 @@ pub fn run(args: &RenderArgs) -> u8 {
         eprintln!("{n} problem{} found; nothing rendered", if n == 1 { "" } else { "s" });
         return exit::INVALID;
     }
-    let objects: Vec<serde_json::Value> = outcome
+    let objects: Vec<&Object> = outcome
         .rendered
         .iter()
-        .flat_map(|r| r.objects.iter().map(|o| o.object.to_json()))
+        .flat_map(|r| r.objects.iter().map(|o| &o.object))
         .collect();
     match args.output {
-        ObjectFormat::Yaml => print!("{}", emit::to_yaml_stream(&objects)),
+        ObjectFormat::Yaml => return super::blueprints::print_stream(&objects),
         ObjectFormat::Json => {
             let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
             match serde_json::to_string_pretty(&list) {

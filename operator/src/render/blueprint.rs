@@ -8,6 +8,7 @@ use plinth_api::blueprint::{Blueprint, BlueprintSpec};
 use sha2::{Digest, Sha256};
 use validator::Validate;
 
+use super::slots::{self, Skeletons};
 use super::{escape, helpers};
 use crate::problem::{Location, Problem, Problems, codes};
 use crate::validate::validator_problems;
@@ -23,6 +24,7 @@ pub struct LoadedBlueprint {
     pub hash: String,
     registry: Handlebars<'static>,
     object_templates: Vec<String>,
+    skeletons: Skeletons,
 }
 
 /// The name a partial file is used by: `_container.hbs` is `{{> container}}`.
@@ -56,10 +58,22 @@ impl LoadedBlueprint {
         }
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
-        registry.register_escape_fn(escape::yaml_quote);
+        registry.register_escape_fn(escape::escape);
         helpers::register(&mut registry);
         let mut object_templates = Vec::new();
         for (file, source) in &spec.templates {
+            if let Some((line, col)) = find_reserved(source) {
+                problems.push(
+                    template_problem(
+                        file,
+                        line,
+                        col,
+                        "the characters U+E000 and U+E001 are reserved for Plinth's renderer".into(),
+                    )
+                    .with_hint("remove them from the template (values printed with {{…}} may hold any character)"),
+                );
+                continue;
+            }
             let compiled = match Template::compile(source) {
                 Ok(t) => t,
                 Err(e) => {
@@ -100,6 +114,7 @@ impl LoadedBlueprint {
             hash,
             registry,
             object_templates,
+            skeletons: Skeletons::default(),
         })
     }
 
@@ -111,6 +126,20 @@ impl LoadedBlueprint {
     pub(crate) fn registry(&self) -> &Handlebars<'static> {
         &self.registry
     }
+
+    /// The parsed template outputs kept for this Blueprint's renders.
+    pub fn skeletons(&self) -> &Skeletons {
+        &self.skeletons
+    }
+}
+
+/// Line and column (from 1) of the first reserved character in a template's source.
+fn find_reserved(source: &str) -> Option<(usize, usize)> {
+    source.lines().enumerate().find_map(|(i, line)| {
+        line.chars()
+            .position(|c| c == slots::OPEN || c == slots::CLOSE)
+            .map(|col| (i + 1, col + 1))
+    })
 }
 
 fn compile_problem(file: &str, e: &handlebars::TemplateError) -> Problem {

@@ -1,107 +1,484 @@
-//! Writes JSON values as block-style YAML, deterministically, quoting every string that could be read as anything else.
+//! Writes any `Serialize` value (typed Kubernetes objects, JSON values) as block-style YAML, deterministically,
+//! quoting every string that could be read as anything else.
+//!
+//! It is a `serde` serializer that writes text as it goes: typed objects are printed without first being
+//! turned into JSON values, and maps and fields come out in the order the value serializes them (field
+//! order for Kubernetes types, key order for maps).
+
+use std::fmt::{self, Write as _};
+
+use serde::ser::{self, Serialize};
 
 use super::escape::push_quoted;
 use crate::yaml::plain_is_string;
 
-/// One YAML document (without the `---` separator) for a JSON value.
-pub fn to_yaml(v: &serde_json::Value) -> String {
-    let mut out = String::new();
-    match v {
-        serde_json::Value::Object(m) if !m.is_empty() => write_map(&mut out, m, 0),
-        serde_json::Value::Array(a) if !a.is_empty() => write_seq(&mut out, a, 0),
-        other => {
-            write_scalar(&mut out, other);
-            out.push('\n');
-        }
+/// A value that has no YAML form here (a map key that is not a scalar, an enum variant with data).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot write as YAML: {0}")]
+pub struct EmitError(String);
+
+impl ser::Error for EmitError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        EmitError(msg.to_string())
     }
-    out
 }
 
-/// Many documents separated by `---`.
-pub fn to_yaml_stream<'a>(docs: impl IntoIterator<Item = &'a serde_json::Value>) -> String {
-    let mut out = String::new();
+/// One YAML document (without the `---` separator).
+pub fn to_yaml<T: Serialize + ?Sized>(v: &T) -> Result<String, EmitError> {
+    let mut out = String::with_capacity(1024);
+    v.serialize(Writer {
+        out: &mut out,
+        at: At::Root,
+    })?;
+    Ok(out)
+}
+
+/// Many documents, each after a `---` line.
+pub fn to_yaml_stream<'a, T: Serialize + 'a>(docs: impl IntoIterator<Item = &'a T>) -> Result<String, EmitError> {
+    let mut out = String::with_capacity(4096);
     for d in docs {
         out.push_str("---\n");
-        out.push_str(&to_yaml(d));
+        d.serialize(Writer {
+            out: &mut out,
+            at: At::Root,
+        })?;
     }
-    out
+    Ok(out)
+}
+
+/// Where the next value is written.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// A document's root.
+    Root,
+    /// After `key:`, the key indented by this much.
+    MapValue(usize),
+    /// After `-`, the dash indented by this much.
+    SeqItem(usize),
+}
+
+impl At {
+    /// Indentation of the entries of a collection written here.
+    fn inner(self) -> usize {
+        match self {
+            At::Root => 0,
+            At::MapValue(l) | At::SeqItem(l) => l + 2,
+        }
+    }
 }
 
 fn indent(out: &mut String, n: usize) {
-    for _ in 0..n {
-        out.push(' ');
+    const SPACES: &str = "                                                                ";
+    let mut n = n;
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        out.push_str(&SPACES[..k]);
+        n -= k;
     }
 }
 
-fn is_block(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Object(m) => !m.is_empty(),
-        serde_json::Value::Array(a) => !a.is_empty(),
-        _ => false,
-    }
+struct Writer<'a> {
+    out: &'a mut String,
+    at: At,
 }
 
-fn write_map(out: &mut String, m: &serde_json::Map<String, serde_json::Value>, level: usize) {
-    for (i, (k, v)) in m.iter().enumerate() {
-        if i > 0 || level > 0 {
-            indent(out, level);
+impl<'a> Writer<'a> {
+    fn scalar(self, f: impl FnOnce(&mut String)) -> Result<(), EmitError> {
+        if !matches!(self.at, At::Root) {
+            self.out.push(' ');
         }
-        write_string(out, k);
-        out.push(':');
-        write_child(out, v, level);
+        f(self.out);
+        self.out.push('\n');
+        Ok(())
+    }
+
+    fn compound(self, map: bool) -> Compound<'a> {
+        Compound {
+            inner: self.at.inner(),
+            out: self.out,
+            at: self.at,
+            map,
+            count: 0,
+        }
     }
 }
 
-fn write_seq(out: &mut String, a: &[serde_json::Value], level: usize) {
-    for (i, v) in a.iter().enumerate() {
-        if i > 0 || level > 0 {
-            indent(out, level);
-        }
-        out.push('-');
-        match v {
-            serde_json::Value::Object(m) if !m.is_empty() => {
-                out.push(' ');
-                // The first key follows the dash; the rest align under it.
-                let mut first = true;
-                for (k, item) in m {
-                    if !first {
-                        indent(out, level + 2);
-                    }
-                    first = false;
-                    write_string(out, k);
-                    out.push(':');
-                    write_child(out, item, level + 2);
-                }
+/// A map, struct or sequence being written.
+struct Compound<'a> {
+    out: &'a mut String,
+    at: At,
+    inner: usize,
+    map: bool,
+    count: usize,
+}
+
+impl Compound<'_> {
+    /// Writes what stands before the next entry.
+    fn before_entry(&mut self) {
+        let first = self.count == 0;
+        self.count += 1;
+        match (first, self.at) {
+            (true, At::Root) => {}
+            (true, At::MapValue(_)) => {
+                self.out.push('\n');
+                indent(self.out, self.inner);
             }
-            _ => write_child(out, v, level),
+            (true, At::SeqItem(_)) if self.map => self.out.push(' '),
+            (true, At::SeqItem(_)) => {
+                self.out.push('\n');
+                indent(self.out, self.inner);
+            }
+            (false, _) => indent(self.out, self.inner),
         }
+    }
+
+    fn key(&mut self, key: &str) {
+        self.before_entry();
+        write_string(self.out, key);
+        self.out.push(':');
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+        value.serialize(Writer {
+            out: self.out,
+            at: At::MapValue(self.inner),
+        })
+    }
+
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+        self.before_entry();
+        self.out.push('-');
+        value.serialize(Writer {
+            out: self.out,
+            at: At::SeqItem(self.inner),
+        })
+    }
+
+    fn finish(self) -> Result<(), EmitError> {
+        if self.count == 0 {
+            if !matches!(self.at, At::Root) {
+                self.out.push(' ');
+            }
+            self.out.push_str(if self.map { "{}\n" } else { "[]\n" });
+        }
+        Ok(())
     }
 }
 
-fn write_child(out: &mut String, v: &serde_json::Value, level: usize) {
-    if is_block(v) {
-        out.push('\n');
-        match v {
-            serde_json::Value::Object(m) => write_map(out, m, level + 2),
-            serde_json::Value::Array(a) => write_seq(out, a, level + 2),
-            _ => {}
-        }
-    } else {
-        out.push(' ');
-        write_scalar(out, v);
-        out.push('\n');
+impl<'a> ser::Serializer for Writer<'a> {
+    type Ok = ();
+    type Error = EmitError;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = ser::Impossible<(), EmitError>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = ser::Impossible<(), EmitError>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), EmitError> {
+        self.scalar(|o| o.push_str(if v { "true" } else { "false" }))
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), EmitError> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), EmitError> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), EmitError> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), EmitError> {
+        self.scalar(|o| {
+            let _ = write!(o, "{v}");
+        })
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), EmitError> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), EmitError> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), EmitError> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), EmitError> {
+        self.scalar(|o| {
+            let _ = write!(o, "{v}");
+        })
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), EmitError> {
+        self.serialize_f64(v.into())
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), EmitError> {
+        // As JSON writes it; what has no JSON form (NaN, infinities) is null there too.
+        self.scalar(|o| match serde_json::Number::from_f64(v) {
+            Some(n) => {
+                let _ = write!(o, "{n}");
+            }
+            None => o.push_str("null"),
+        })
+    }
+    fn serialize_char(self, v: char) -> Result<(), EmitError> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_str(self, v: &str) -> Result<(), EmitError> {
+        self.scalar(|o| write_string(o, v))
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), EmitError> {
+        Err(EmitError("raw bytes have no YAML form here".into()))
+    }
+    fn serialize_none(self) -> Result<(), EmitError> {
+        self.serialize_unit()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), EmitError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), EmitError> {
+        self.scalar(|o| o.push_str("null"))
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), EmitError> {
+        self.serialize_unit()
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<(), EmitError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result<(), EmitError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), EmitError> {
+        // `{variant: value}`, as JSON writes it.
+        let mut map = self.compound(true);
+        map.key(variant);
+        map.value(value)?;
+        map.finish()
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'a>, EmitError> {
+        Ok(self.compound(false))
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Compound<'a>, EmitError> {
+        Ok(self.compound(false))
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, EmitError> {
+        Ok(self.compound(false))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, EmitError> {
+        Err(EmitError(format!(
+            "enum variant {variant} with fields has no YAML form here"
+        )))
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Compound<'a>, EmitError> {
+        Ok(self.compound(true))
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, EmitError> {
+        Ok(self.compound(true))
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, EmitError> {
+        Err(EmitError(format!(
+            "enum variant {variant} with fields has no YAML form here"
+        )))
     }
 }
 
-fn write_scalar(out: &mut String, v: &serde_json::Value) {
-    match v {
-        serde_json::Value::Null => out.push_str("null"),
-        serde_json::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        serde_json::Value::Number(n) => out.push_str(&n.to_string()),
-        serde_json::Value::String(s) => write_string(out, s),
-        serde_json::Value::Array(_) => out.push_str("[]"),
-        serde_json::Value::Object(_) => out.push_str("{}"),
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = EmitError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+        self.element(value)
     }
+    fn end(self) -> Result<(), EmitError> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = EmitError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), EmitError> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = EmitError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), EmitError> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = EmitError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), EmitError> {
+        let key = key.serialize(KeyWriter)?;
+        self.key(&key);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EmitError> {
+        self.value(value)
+    }
+    fn end(self) -> Result<(), EmitError> {
+        self.finish()
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = EmitError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), EmitError> {
+        self.key(key);
+        self.value(value)
+    }
+    fn end(self) -> Result<(), EmitError> {
+        self.finish()
+    }
+}
+
+/// Map keys: strings, and scalars written as strings (as JSON does).
+struct KeyWriter;
+
+impl ser::Serializer for KeyWriter {
+    type Ok = String;
+    type Error = EmitError;
+    type SerializeSeq = ser::Impossible<String, EmitError>;
+    type SerializeTuple = ser::Impossible<String, EmitError>;
+    type SerializeTupleStruct = ser::Impossible<String, EmitError>;
+    type SerializeTupleVariant = ser::Impossible<String, EmitError>;
+    type SerializeMap = ser::Impossible<String, EmitError>;
+    type SerializeStruct = ser::Impossible<String, EmitError>;
+    type SerializeStructVariant = ser::Impossible<String, EmitError>;
+
+    fn serialize_bool(self, v: bool) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i8(self, v: i8) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i16(self, v: i16) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i32(self, v: i32) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_i64(self, v: i64) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u8(self, v: u8) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u16(self, v: u16) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u32(self, v: u32) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_u64(self, v: u64) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_f32(self, _: f32) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_f64(self, _: f64) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_char(self, v: char) -> Result<String, EmitError> {
+        Ok(v.to_string())
+    }
+    fn serialize_str(self, v: &str) -> Result<String, EmitError> {
+        Ok(v.to_owned())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_none(self) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<String, EmitError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<String, EmitError> {
+        Ok(variant.to_owned())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result<String, EmitError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<String, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, EmitError> {
+        Err(not_a_key())
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, EmitError> {
+        Err(not_a_key())
+    }
+}
+
+fn not_a_key() -> EmitError {
+    EmitError("a map key must be a string, an integer or a boolean".into())
 }
 
 /// A string plain when that reads back as the same string, else double-quoted.
@@ -127,14 +504,21 @@ fn is_plain_safe(s: &str) -> bool {
                 b'-' | b'_' | b'.' | b'/' | b'@' | b'+' | b'=' | b',' | b'(' | b')' | b'*'
             )
             || (b == b':' && prev != b' ')
+            // ": " starts a mapping value: it stays quoted.
             || (b == b' ' && prev != b':');
-        // ": " starts a mapping value and " #" a comment: both stay quoted.
-        if !ok || (b == b'#' && prev == b' ') {
+        if !ok {
             return false;
         }
         prev = b;
     }
-    !matches!(prev, b' ' | b':') && !s.contains(": ") && plain_is_string(s)
+    if matches!(prev, b' ' | b':') {
+        return false;
+    }
+    // Only these first characters can start a null, a boolean or a number.
+    !matches!(
+        first,
+        b'0'..=b'9' | b'.' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'y' | b'Y' | b'o' | b'O'
+    ) || plain_is_string(s)
 }
 
 #[cfg(test)]
@@ -144,7 +528,7 @@ mod tests {
     use serde_json::json;
 
     fn round_trip(v: &serde_json::Value) -> serde_json::Value {
-        let text = to_yaml(v);
+        let text = to_yaml(v).expect("writes");
         let docs = yaml::parse(&text, &yaml::Limits::default()).expect("emitted YAML parses");
         docs.first().map_or(serde_json::Value::Null, |d| d.root.to_json())
     }
@@ -154,9 +538,39 @@ mod tests {
         let v = json!({
             "apiVersion": "apps/v1",
             "metadata": {"labels": {"app.kubernetes.io/name": "x"}, "annotations": {}},
-            "spec": {"replicas": 3, "list": [{"a": 1, "b": [1, 2]}, "s", [], {}], "flags": ["yes", "no", "on", "1", "1.5", "null", "~", "", "a: b", "#x", " lead", "trail ", "é"]}
+            "spec": {"replicas": 3, "ratio": 0.25, "list": [{"a": 1, "b": [1, 2]}, "s", [], {}, [[1], {"c": null}]], "flags": ["yes", "no", "on", "1", "1.5", "null", "~", "", "a: b", "a:b", "#x", "a #x", " lead", "trail ", "é", "0x1F", ".inf", "Off", "nope", "true1"]}
         });
         assert_eq!(round_trip(&v), v);
-        assert!(to_yaml(&v).contains("apiVersion: apps/v1\n"));
+        let text = to_yaml(&v).expect("writes");
+        assert!(text.starts_with("apiVersion: apps/v1\n"), "{text}");
+        assert!(text.contains("\n  annotations: {}\n"), "{text}");
+        assert!(text.contains("\n    - a: 1\n      b:\n        - 1\n"), "{text}");
+    }
+
+    #[test]
+    fn typed_objects_print_as_their_json_reads() {
+        use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec};
+        let pod = PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("ghcr.io/acme/app:1.0".into()),
+                ports: Some(vec![ContainerPort {
+                    container_port: 8080,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&pod).expect("json");
+        assert_eq!(round_trip(&json), json);
+        let docs = yaml::parse(&to_yaml(&pod).expect("writes"), &yaml::Limits::default()).expect("parses");
+        assert_eq!(docs[0].root.to_json(), json);
+    }
+
+    #[test]
+    fn streams_and_scalar_roots() {
+        let text = to_yaml_stream([&json!({"a": 1}), &json!([]), &json!("s")]).expect("writes");
+        assert_eq!(text, "---\na: 1\n---\n[]\n---\ns\n");
     }
 }

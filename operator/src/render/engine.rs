@@ -10,7 +10,7 @@ use validator::Validate;
 use super::blueprint::LoadedBlueprint;
 use super::context::{self, Platform};
 use super::objects::Object;
-use super::{guardrails, security};
+use super::{guardrails, security, slots};
 use crate::problem::{Location, Problem, Problems, codes};
 use crate::schema;
 use crate::validate::validator_problems;
@@ -126,6 +126,8 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
     let mut problems = Vec::new();
     let mut objects = Vec::new();
     for template in bp.object_templates() {
+        // Values go to slots; the text left is the skeleton, parsed once per distinct text (see `slots`).
+        let recording = slots::Recording::start();
         let text = match bp.registry().render_with_context(template, &hb_ctx) {
             Ok(t) => t,
             Err(e) => {
@@ -133,30 +135,19 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
                 continue;
             }
         };
-        let limits = yaml::Limits {
-            max_bytes: 4 * 1024 * 1024,
-            ..yaml::Limits::default()
-        };
-        let docs = match yaml::parse(&text, &limits) {
-            Ok(d) => d,
+        let values = recording.finish();
+        let skeleton = match bp.skeletons().get_or_parse(template, text, &OUTPUT_LIMITS) {
+            Ok(s) => s,
             Err(e) => {
-                let line = text
-                    .lines()
-                    .nth(e.pos().line.saturating_sub(1) as usize)
-                    .unwrap_or_default()
-                    .trim();
-                problems.push(Problem {
-                    code: codes::RENDERED,
-                    rule: "yaml".into(),
-                    location: Location::Rendered { template: template.clone(), kind: String::new(), name: String::new(), path: Vec::new() },
-                    message: format!("the template's output is not valid YAML at output line {}: {e}; the line is `{line}`", e.pos().line),
-                    hint: Some("print values whole ({{value}} or {{concat a \"-suffix\"}}), never inside quotes or next to other text".into()),
-                });
+                problems.push(output_problem(bp, template, &hb_ctx, &e));
                 continue;
             }
         };
-        for doc in docs {
-            match decode(template, doc.root.into_json()) {
+        for doc in skeleton.fill(values) {
+            match doc
+                .map_err(|e| vec![output_problem(bp, template, &hb_ctx, &e)])
+                .and_then(|json| decode(template, json))
+            {
                 Ok(o) => objects.push(o),
                 Err(mut p) => problems.append(&mut p),
             }
@@ -190,6 +181,80 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
         blueprint: bp.name.clone(),
         blueprint_hash: bp.hash.clone(),
     })
+}
+
+/// Bounds on one template's output.
+const OUTPUT_LIMITS: yaml::Limits = yaml::Limits {
+    max_bytes: 4 * 1024 * 1024,
+    max_depth: 64,
+    max_nodes: 200_000,
+};
+
+/// A template's output that is not a set of objects: where, why, and the output line as it reads with values.
+fn output_problem(
+    bp: &LoadedBlueprint,
+    template: &str,
+    hb_ctx: &handlebars::Context,
+    e: &slots::SkeletonError,
+) -> Problem {
+    let at = |path: &[String]| Location::Rendered {
+        template: template.to_owned(),
+        kind: String::new(),
+        name: String::new(),
+        path: path.to_vec(),
+    };
+    let (rule, pos, message, hint, path) = match e {
+        slots::SkeletonError::Yaml(e) => (
+            "yaml",
+            e.pos(),
+            format!(
+                "the template's output is not valid YAML at output line {}: {e}",
+                e.pos().line
+            ),
+            "print values whole ({{value}} or {{concat a \"-suffix\"}}), never inside quotes or next to other text",
+            Vec::new(),
+        ),
+        slots::SkeletonError::Embedded(pos) => (
+            "embedded",
+            *pos,
+            format!("at output line {} a value is printed inside a longer scalar", pos.line),
+            "print values whole ({{value}} or {{concat a \"-suffix\"}}), never inside quotes, block scalars or next to other text",
+            Vec::new(),
+        ),
+        slots::SkeletonError::KeyNotString { path, found } => (
+            "key",
+            yaml::Pos::default(),
+            format!("a mapping key printed with {{{{json …}}}} is {found}, not a string"),
+            "print keys as strings: {{key}}",
+            path.clone(),
+        ),
+        slots::SkeletonError::DuplicateKey { path, key } => (
+            "key",
+            yaml::Pos::default(),
+            format!("the key {key:?} appears twice in one mapping"),
+            "give every key of a mapping one entry",
+            path.clone(),
+        ),
+    };
+    // The output as it reads with the values in place (rendered again, without slots), for the message.
+    let line = (pos.line > 0)
+        .then(|| bp.registry().render_with_context(template, hb_ctx).ok())
+        .flatten()
+        .and_then(|text| {
+            text.lines()
+                .nth(pos.line.saturating_sub(1) as usize)
+                .map(|l| l.trim().to_owned())
+        });
+    Problem {
+        code: codes::RENDERED,
+        rule: rule.into(),
+        location: at(&path),
+        message: match line {
+            Some(line) => format!("{message}; the line is `{line}`"),
+            None => message,
+        },
+        hint: Some(hint.into()),
+    }
 }
 
 fn internal(bp: &str, message: String) -> Problem {

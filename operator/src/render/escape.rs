@@ -6,7 +6,12 @@
 
 use std::fmt::Write as _;
 
-/// Quotes `s` as a YAML double-quoted scalar that holds exactly `s`. Registered as the Handlebars escape function.
+/// The Handlebars escape function: a slot while rendering for objects (see [`super::slots`]), else [`yaml_quote`].
+pub fn escape(s: &str) -> String {
+    super::slots::record(|| serde_json::Value::String(s.to_owned())).unwrap_or_else(|| yaml_quote(s))
+}
+
+/// Quotes `s` as a YAML double-quoted scalar that holds exactly `s`.
 pub fn yaml_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     push_quoted(&mut out, s);

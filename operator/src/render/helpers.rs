@@ -1,11 +1,12 @@
-//! Template helpers. Every helper's output is either escaped by [`super::escape::yaml_quote`] or written as one flow node.
+//! Template helpers. Every helper's output is a slot (see [`super::slots`]), or else escaped by
+//! [`super::escape::yaml_quote`] or written as one flow node.
 
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError, RenderErrorReason,
     ScopedJson,
 };
 
-use super::escape;
+use super::{escape, slots};
 
 /// Registers Plinth's helpers on a registry.
 pub fn register(hb: &mut Handlebars<'_>) {
@@ -39,9 +40,12 @@ impl HelperDef for Json {
         if param.is_value_missing() {
             return Err(missing(param));
         }
-        let mut s = String::new();
-        escape::push_flow(&mut s, param.value());
-        out.write(&s)?;
+        let text = slots::record(|| param.value().clone()).unwrap_or_else(|| {
+            let mut s = String::new();
+            escape::push_flow(&mut s, param.value());
+            s
+        });
+        out.write(&text)?;
         Ok(())
     }
 }

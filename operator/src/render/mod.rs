@@ -10,6 +10,7 @@ pub mod guardrails;
 mod helpers;
 pub mod objects;
 pub mod security;
+pub mod slots;
 
 pub use blueprint::LoadedBlueprint;
 pub use context::Platform;

@@ -21,6 +21,12 @@ macro_rules! kinds {
             )*
         }
 
+        impl serde::Serialize for Object {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $( Object::$variant(o) => o.serialize(s), )* }
+            }
+        }
+
         impl Object {
             /// `(apiVersion, kind)` of every allowed kind, in apply order.
             pub const ALLOWED: &'static [(&'static str, &'static str)] = &[
@@ -47,7 +53,7 @@ macro_rules! kinds {
                 match self { $( Object::$variant(_) => <$ty as k8s_openapi::Resource>::API_VERSION, )* }
             }
 
-            /// The object as JSON, `apiVersion` and `kind` included.
+            /// The object as JSON, `apiVersion` and `kind` included (what [`Object::serialize`] writes).
             pub fn to_json(&self) -> serde_json::Value {
                 let v = match self { $( Object::$variant(o) => serde_json::to_value(o), )* };
                 v.unwrap_or(serde_json::Value::Null)

@@ -141,7 +141,7 @@ pub fn objects(old: &Rendered, new: &Rendered) -> Vec<ObjectDiff> {
     let yaml = |r: &Rendered| -> BTreeMap<String, String> {
         r.objects
             .iter()
-            .map(|o| (key(o), emit::to_yaml(&o.object.to_json())))
+            .map(|o| (key(o), emit::to_yaml(&o.object).unwrap_or_else(|e| format!("# {e}\n"))))
             .collect()
     };
     let (before, after) = (yaml(old), yaml(new));
