@@ -421,8 +421,7 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
         // The map write alone: one bpf_map_update_elem.
         let mut writes = Vec::new();
         {
-            let map = dp.ebpf().map_mut("plinth_policy").context("plinth_policy")?;
-            let mut m: aya::maps::HashMap<_, PolicyKey, PolicyValue> = aya::maps::HashMap::try_from(map)?;
+            let m = dp.generation_mut().policy_mut();
             for i in 0..1001u16 {
                 let k = PolicyKey {
                     ep_id: 1,
