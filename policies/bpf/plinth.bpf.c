@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Plinth policy datapath: attached to the host side of each pod's veth.
  * tc ingress there sees the pod's egress, tc egress the pod's ingress.
- * Order: endpoint (none: fail closed), parse, conntrack (hit: pass), then for a new flow the
+ * Order: the active generation's maps (gen.h), endpoint (none: fail closed), parse, conntrack (hit: pass), then for a new flow the
  * ipcache identity of the peer and the policy maps; allowed new flows enter
  * conntrack. Every new-flow verdict is counted and reported as an event. */
 #include <linux/bpf.h>
@@ -11,6 +11,7 @@
 #include "lib/types.h"
 #include "lib/drop_reasons.h"
 #include "lib/parse.h"
+#include "lib/gen.h"
 #include "lib/ipcache.h"
 #include "lib/policy.h"
 #include "lib/ct.h"
@@ -25,8 +26,9 @@ static __always_inline int __verdict_drop(struct __sk_buff *skb, __u32 reason)
 static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 {
 	__u32 ifindex = skb->ifindex;
-	struct plinth_endpoint *ep = bpf_map_lookup_elem(&plinth_endpts, &ifindex);
+	struct plinth_endpoint *ep = NULL;
 	struct plinth_policy_value *rule;
+	struct plinth_gen_maps g;
 	struct plinth_tuple t = {};
 	struct plinth_ct_key key;
 	__u32 enforce, peer_id;
@@ -34,7 +36,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	int l3, ct;
 
 	/* Attached only to endpoints whose entry was written first: a missing
-	 * entry means plinth_endpts was full. Fail closed. */
+	 * entry means the endpoint map was full. Fail closed. */
+	if (!gen_maps(&g))
+		ep = bpf_map_lookup_elem(g.endpts, &ifindex);
 	if (!ep)
 		return __verdict_drop(skb, PLINTH_DROP_FAIL_CLOSED);
 	enforce = ep->flags & (dir == PLINTH_DIR_INGRESS ? PLINTH_EP_ENFORCE_INGRESS
@@ -96,8 +100,8 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 
-	peer_id = ipcache_identity(dir == PLINTH_DIR_INGRESS ? t.saddr : t.daddr);
-	rule = policy_lookup(ep, peer_id, dir, t.proto, t.dport);
+	peer_id = ipcache_identity(g.ipcache, dir == PLINTH_DIR_INGRESS ? t.saddr : t.daddr);
+	rule = policy_lookup(&g, ep, peer_id, dir, t.proto, t.dport);
 	if (!rule) {
 		event_emit(&key, ifindex, peer_id, 0, 0, PLINTH_VERDICT_DENIED,
 			   PLINTH_DROP_POLICY, now);

@@ -158,7 +158,7 @@ fn agent_enforces_a_world_file_and_serves_flows_and_metrics() {
     std::fs::write(&world_file, world(&net, &["b"])).expect("rewrite world");
     assert!(reachable(&net, 1, 0));
     assert!(reachable(&net, 2, 0), "the last applied policy still holds");
-    assert!(std::path::Path::new(&pin_dir).join("plinth_policy").exists());
+    assert!(std::path::Path::new(&pin_dir).join("plinth_pol_gen").exists());
 
     // Uninstall removes pins and links.
     let out = Command::new("nsenter")

@@ -278,3 +278,188 @@ fn a_syn_on_a_known_tuple_is_decided_by_the_rules_in_force() {
         "a new connection on the same tuple is denied"
     );
 }
+
+/// Probes that run the real ingress program of x/a on SYNs from several peers
+/// while `change` is applied, and the verdicts each gives before and after.
+struct MixedStateProbe {
+    /// (peer name, packet) for each probe.
+    probes: Vec<(String, Vec<u8>)>,
+    ifindex: u32,
+}
+
+/// Verdicts of every probe under the maps as they are.
+fn verdicts(dp: &Datapath, p: &MixedStateProbe) -> Vec<u32> {
+    let prog: &aya::programs::SchedClassifier = dp
+        .ebpf_ref()
+        .program("plinth_to_pod")
+        .expect("prog")
+        .try_into()
+        .expect("classifier");
+    p.probes
+        .iter()
+        .map(|(_, pkt)| {
+            plinth_policies::testrun::run(prog, p.ifindex, pkt, 1)
+                .expect("test run")
+                .0
+        })
+        .collect()
+}
+
+/// The old world: `big` lets y/c into x/a on port 80 and `ports` more ports,
+/// y/b is labelled `pod: b`. The new world: `big` lets y/a in instead, and y/b
+/// is relabelled `pod: c`, taking the identity y/c had. The change rewrites
+/// more than 2 × `ports` rule entries and one ipcache entry.
+///
+/// y/b -> x/a:80 is denied by the old policy (y/b is not `pod: c` then) and by
+/// the new one (it allows `pod: a` only), but written entry by entry there is
+/// a moment where y/b already has y/c's identity and y/c's old rule is still
+/// there: allowed, a verdict neither policy gives.
+fn mixed_state_worlds(m: &mut Model, ports: u16) -> (Vec<NetworkPolicy>, Vec<NetworkPolicy>, usize, MixedStateProbe) {
+    let list: String = std::iter::once(80)
+        .chain((0..ports).map(|i| 1000 + i))
+        .map(|p| format!("{{port: {p}}},"))
+        .collect();
+    let big = |peer: &str| {
+        vec![policy(&format!(
+            "metadata: {{name: big, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{ns: y}}}}, podSelector: {{matchLabels: {{pod: {peer}}}}}}}]\n    ports: [{list}]"
+        ))]
+    };
+    let (xa, yb) = (pod(m, "x", "a"), pod(m, "y", "b"));
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let dst = m.world.pods[xa].ip;
+    let probes = ["y/a", "y/b", "y/c", "z/a"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (ns, p) = name.split_once('/').expect("ns/pod");
+            let src = m.world.pods[pod(m, ns, p)].ip;
+            let sport = 43000 + i as u16;
+            (
+                name.to_string(),
+                plinth_policies::testrun::ipv4_packet(src, dst, 6, sport, 80),
+            )
+        })
+        .collect();
+    (big("c"), big("a"), yb, MixedStateProbe { probes, ifindex })
+}
+
+/// Applies the new world while another thread probes continuously through a
+/// second instance of the programs on the same pinned maps. Returns the
+/// verdicts seen during the apply, the apply report, and the old and new verdicts.
+fn apply_while_probing(
+    m: &mut Model,
+    old: &[NetworkPolicy],
+    new: &[NetworkPolicy],
+    yb: usize,
+    p: &MixedStateProbe,
+    update: plinth_policies::load::UpdateMode,
+) -> (Vec<Vec<u32>>, plinth_policies::load::ApplyReport, Vec<u32>, Vec<u32>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+
+    let cfg = Config {
+        pin_dir: m.pin_dir.clone(),
+        update,
+        ..Config::default()
+    };
+    // The old world, written whole.
+    if let Some(dp) = m.datapath.take() {
+        dp.teardown().expect("teardown");
+    }
+    m.datapath = Some(Datapath::load(&cfg).expect("load"));
+    m.compiled = None;
+    m.world.policies = old.to_vec();
+    m.world.pods[yb].labels = [("pod".to_owned(), "b".to_owned())].into_iter().collect();
+    m.apply().expect("apply old world");
+    let before = verdicts(m.datapath.as_ref().expect("datapath"), p);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Vec<Vec<u32>>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let probes = MixedStateProbe {
+        probes: p.probes.clone(),
+        ifindex: p.ifindex,
+    };
+    let stop2 = Arc::clone(&stop);
+    let hammer = std::thread::spawn(move || {
+        let dp = Datapath::load(&cfg).expect("second instance of the programs");
+        let mut seen = Vec::new();
+        let _ = ready_tx.send(());
+        while !stop2.load(Ordering::Relaxed) {
+            seen.push(verdicts(&dp, &probes));
+        }
+        let _ = tx.send(seen);
+    });
+    ready_rx.recv().expect("prober ready");
+    std::thread::sleep(Duration::from_millis(20));
+    m.world.policies = new.to_vec();
+    m.world.pods[yb].labels = [("pod".to_owned(), "c".to_owned())].into_iter().collect();
+    let report = m.apply().expect("apply new world");
+    std::thread::sleep(Duration::from_millis(20));
+    stop.store(true, Ordering::Relaxed);
+    let seen = rx.recv().expect("probe results");
+    hammer.join().expect("prober");
+    let after = verdicts(m.datapath.as_ref().expect("datapath"), p);
+    (seen, report, before, after)
+}
+
+/// Probe rounds with a verdict that neither the old nor the new maps give.
+fn mixed(seen: &[Vec<u32>], before: &[u32], after: &[u32], p: &MixedStateProbe) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for round in seen {
+        for (i, v) in round.iter().enumerate() {
+            if *v != before[i] && *v != after[i] {
+                out.insert(format!("{} -> x/a:80 gave {v}", p.probes[i].0));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[test]
+fn a_large_change_swaps_a_generation_so_every_packet_sees_the_old_or_the_new_policy() {
+    use plinth_policies::load::UpdateMode;
+    use plinth_policies::testrun::{TC_ACT_OK, TC_ACT_SHOT};
+    let mut m = Model::new().expect("model");
+    let (old, new, yb, p) = mixed_state_worlds(&mut m, 15_000);
+    let (seen, report, before, after) = apply_while_probing(&mut m, &old, &new, yb, &p, UpdateMode::Auto);
+    assert!(
+        report.swapped,
+        "identities changed: the change is swapped in: {report:?}"
+    );
+    // y/a, y/b, y/c, z/a -> x/a:80, before and after.
+    assert_eq!(before, vec![TC_ACT_SHOT, TC_ACT_SHOT, TC_ACT_OK, TC_ACT_SHOT]);
+    assert_eq!(after, vec![TC_ACT_OK, TC_ACT_SHOT, TC_ACT_SHOT, TC_ACT_SHOT]);
+    assert!(
+        seen.len() >= 50,
+        "only {} probe rounds ran during the change: the test saw too little",
+        seen.len()
+    );
+    let bad = mixed(&seen, &before, &after, &p);
+    assert!(bad.is_empty(), "verdicts of neither policy during the swap: {bad:?}");
+    // The policy is the new one, with every entry and nothing else.
+    let dp = m.datapath.as_ref().expect("datapath");
+    let compiled = m.compiled.as_ref().expect("compiled");
+    assert_eq!(dp.state().policy, compiled.policy);
+    assert_eq!(dp.state().ipcache, compiled.identities.ipcache);
+}
+
+#[test]
+fn written_entry_by_entry_the_same_change_shows_packets_a_mixed_state() {
+    // Why large and identity changes are swapped: in place, the mixed state is visible.
+    use plinth_policies::load::UpdateMode;
+    let mut m = Model::new().expect("model");
+    let (old, new, yb, p) = mixed_state_worlds(&mut m, 15_000);
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        let (seen, report, before, after) = apply_while_probing(&mut m, &old, &new, yb, &p, UpdateMode::InPlace);
+        assert!(!report.swapped);
+        let bad = mixed(&seen, &before, &after, &p);
+        if bad.iter().any(|b| b.starts_with("y/b ")) {
+            return;
+        }
+        attempts.push(seen.len());
+    }
+    panic!("no mixed state seen in 5 in-place applies (probe rounds per apply: {attempts:?})");
+}

@@ -2,6 +2,7 @@
 
 pub mod blueprints;
 pub mod diff;
+pub mod flows;
 pub mod input;
 pub mod operator;
 pub mod render;
@@ -55,6 +56,8 @@ enum Command {
     /// Follow and steer the rollout of a Blueprint change: status, pause, resume, abort, undo.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Follow the node agent's NetworkPolicy verdicts (pod, namespace, verdict filters; text or JSON lines).
+    Flows(flows::FlowsArgs),
 }
 
 /// Output formats for objects.
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Blueprints(cmd) => blueprints::run(&cmd),
         Command::Rollout(cmd) => rollout::run(&cmd),
         Command::Diff(args) => diff::run_live(&args),
+        Command::Flows(args) => flows::run(&args),
     };
     ExitCode::from(code)
 }

@@ -78,8 +78,23 @@ pub fn world_from(
     w
 }
 
-/// Watches the API and sends a new world on every change.
+/// Watches the API and sends a new world on every change; local pods' interfaces
+/// come from this thread's routing table.
 pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>) {
+    run_with_routes(client, node, tx, || {
+        std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default()
+    })
+    .await;
+}
+
+/// Like [`run`], reading the routing table (`/proc/net/route` format) with
+/// `routes` on every change (tests read a test network's node namespace).
+pub async fn run_with_routes(
+    client: Client,
+    node: String,
+    tx: watch::Sender<Option<World>>,
+    routes: impl Fn() -> String,
+) {
     let (pods, pods_w) = reflector::store::<K8sPod>();
     let (nss, nss_w) = reflector::store::<K8sNamespace>();
     let (pols, pols_w) = reflector::store::<NetworkPolicy>();
@@ -114,7 +129,7 @@ pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>)
         if synced.iter().any(|s| !s) {
             continue;
         }
-        let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+        let table = routes();
         let w = world_from(&pods.state(), &nss.state(), &pols.state(), &node, &table);
         let _ = tx.send(Some(w));
     }

@@ -95,8 +95,20 @@ pub async fn file_source(path: PathBuf, tx: watch::Sender<Option<World>>) {
     }
 }
 
-/// Runs the agent until interrupted.
+/// Runs the agent until interrupted (SIGINT).
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    run_until(opts, async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot wait for SIGINT; stop the agent with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
+
+/// Runs the agent until `stop` completes (tests run it in-process this way).
+pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let mut stop = std::pin::pin!(stop);
     let mut datapath = Datapath::load(&opts.config)?;
     let names = Arc::new(RwLock::new(Names::default()));
     let metrics = Arc::new(metrics::Metrics::new());
@@ -171,7 +183,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 metrics.refresh(&mut datapath, prev.as_ref());
             }
-            _ = tokio::signal::ctrl_c() => {
+            () = &mut stop => {
                 tracing::info!("stopping; maps and links stay pinned, enforcement continues");
                 return Ok(());
             }

@@ -41,6 +41,9 @@ struct Args {
     /// Rule counts for the connection-rate benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
     conn_rules: Vec<usize>,
+    /// Sections to run (all by default).
+    #[arg(long, value_delimiter = ',', default_value = "packet,conn,update")]
+    sections: Vec<Section>,
     /// Also write the report here.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -421,8 +424,7 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
         // The map write alone: one bpf_map_update_elem.
         let mut writes = Vec::new();
         {
-            let map = dp.ebpf().map_mut("plinth_policy").context("plinth_policy")?;
-            let mut m: aya::maps::HashMap<_, PolicyKey, PolicyValue> = aya::maps::HashMap::try_from(map)?;
+            let m = dp.generation_mut().policy_mut();
             for i in 0..1001u16 {
                 let k = PolicyKey {
                     ep_id: 1,
@@ -476,6 +478,17 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
     })
 }
 
+/// Parts of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Per-packet verdict cost.
+    Packet,
+    /// New connections per second.
+    Conn,
+    /// Changing one rule among 10,000.
+    Update,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     netns::ensure_bpffs()?;
@@ -503,100 +516,104 @@ fn main() -> anyhow::Result<()> {
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
 
-    let _ = writeln!(
-        md,
-        "## Per-packet verdict cost (BPF_PROG_TEST_RUN, kernel-measured ns per packet)\n"
-    );
-    let _ = writeln!(
-        md,
-        "Warm: the kernel's mean over 200,000 repetitions of one packet (median of 5). Harness = an empty classifier run the same way. Established = conntrack hit. New = conntrack miss, ipcache and policy lookups, conntrack write, counters, the flow's event rate-limited (one per flow per second); new + event = an event on every packet. Denied = every lookup misses (six hash lookups), drop counted, event rate-limited. Cold = distinct new flows, one run per syscall (cold caches), median.\n"
-    );
-    let _ = writeln!(
-        md,
-        "| rules | harness | established | new | new + event | denied | established − harness | new − harness | cold new | cold harness |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut rows = Vec::new();
-    for &n in &args.packet_rules {
-        eprintln!("per-packet: {n} rules");
-        let r = packet_bench(n)?;
+    if args.sections.contains(&Section::Packet) {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            r.rules,
-            r.nop,
-            r.established,
-            r.new_allowed,
-            r.new_allowed_event,
-            r.new_denied,
-            r.established - r.nop,
-            r.new_allowed - r.nop,
-            r.cold_new,
-            r.cold_nop
+            "## Per-packet verdict cost (BPF_PROG_TEST_RUN, kernel-measured ns per packet)\n"
         );
-        rows.push(r);
-    }
-    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
         let _ = writeln!(
             md,
-            "\nFlatness {} → {} rules: established {:.2}x, new {:.2}x, denied {:.2}x.\n",
-            first.rules,
-            last.rules,
-            last.established / first.established,
-            last.new_allowed / first.new_allowed,
-            last.new_denied / first.new_denied
+            "Warm: the kernel's mean over 200,000 repetitions of one packet (median of 5). Harness = an empty classifier run the same way. Established = conntrack hit. New = conntrack miss, ipcache and policy lookups, conntrack write, counters, the flow's event rate-limited (one per flow per second); new + event = an event on every packet. Denied = every lookup misses (six hash lookups), drop counted, event rate-limited. Cold = distinct new flows, one run per syscall (cold caches), median.\n"
         );
-    }
-
-    let _ = writeln!(
-        md,
-        "## New TCP connections per second, pod to pod through the node namespace\n\n{}s per measurement, 2 client threads, median of {} interleaved rounds, a fresh network each time. iptables (nf_tables backend): FORWARD chain with a conntrack ESTABLISHED accept first, then one rule per allowed peer (the client's rule last), then a drop; Plinth gets the same peers as map entries.\n",
-        args.seconds, args.rounds
-    );
-    let _ = writeln!(
-        md,
-        "| rules | no policy | Plinth | iptables | Plinth / no policy | iptables / no policy |"
-    );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
-    for &n in &args.conn_rules {
-        eprintln!("connections: {n} rules");
-        let r = conn_bench(n, args.seconds, args.rounds)?;
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            r.rules,
-            r.none,
-            r.plinth,
-            r.iptables,
-            r.plinth / r.none,
-            r.iptables / r.none
+            "| rules | harness | established | new | new + event | denied | established − harness | new − harness | cold new | cold harness |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut rows = Vec::new();
+        for &n in &args.packet_rules {
+            eprintln!("per-packet: {n} rules");
+            let r = packet_bench(n)?;
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                r.rules,
+                r.nop,
+                r.established,
+                r.new_allowed,
+                r.new_allowed_event,
+                r.new_denied,
+                r.established - r.nop,
+                r.new_allowed - r.nop,
+                r.cold_new,
+                r.cold_nop
+            );
+            rows.push(r);
+        }
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            let _ = writeln!(
+                md,
+                "\nFlatness {} → {} rules: established {:.2}x, new {:.2}x, denied {:.2}x.\n",
+                first.rules,
+                last.rules,
+                last.established / first.established,
+                last.new_allowed / first.new_allowed,
+                last.new_denied / first.new_denied
+            );
+        }
+    }
+    if args.sections.contains(&Section::Conn) {
+        let _ = writeln!(
+            md,
+            "## New TCP connections per second, pod to pod through the node namespace\n\n{}s per measurement, 2 client threads, median of {} interleaved rounds, a fresh network each time. iptables (nf_tables backend): FORWARD chain with a conntrack ESTABLISHED accept first, then one rule per allowed peer (the client's rule last), then a drop; Plinth gets the same peers as map entries.\n",
+            args.seconds, args.rounds
+        );
+        let _ = writeln!(
+            md,
+            "| rules | no policy | Plinth | iptables | Plinth / no policy | iptables / no policy |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+        for &n in &args.conn_rules {
+            eprintln!("connections: {n} rules");
+            let r = conn_bench(n, args.seconds, args.rounds)?;
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                r.rules,
+                r.none,
+                r.plinth,
+                r.iptables,
+                r.plinth / r.none,
+                r.iptables / r.none
+            );
+        }
+    }
+    if args.sections.contains(&Section::Update) {
+        eprintln!("rule update");
+        let u = update_bench()?;
+        let _ = writeln!(md, "\n## Changing one rule among 10,000\n");
+        let _ = writeln!(md, "| method | time |\n|---|---:|");
+        let _ = writeln!(
+            md,
+            "| Plinth: one policy map write (`bpf_map_update_elem`, median of 1,001) | {:.3} ms |",
+            u.plinth_write.as_secs_f64() * 1e3
+        );
+        let _ = writeln!(
+            md,
+            "| Plinth: `Datapath::apply` of a new compilation (diff of 10,001 entries, one written, one deleted; median of 21) | {:.3} ms |",
+            u.plinth_apply.as_secs_f64() * 1e3
+        );
+        let _ = writeln!(
+            md,
+            "| iptables-restore of 10,000 rules | {:.3} s |",
+            u.iptables_restore.as_secs_f64()
+        );
+        let _ = writeln!(
+            md,
+            "| iptables -D of one rule | {:.3} s |",
+            u.iptables_delete.as_secs_f64()
         );
     }
-
-    eprintln!("rule update");
-    let u = update_bench()?;
-    let _ = writeln!(md, "\n## Changing one rule among 10,000\n");
-    let _ = writeln!(md, "| method | time |\n|---|---:|");
-    let _ = writeln!(
-        md,
-        "| Plinth: one policy map write (`bpf_map_update_elem`, median of 1,001) | {:.3} ms |",
-        u.plinth_write.as_secs_f64() * 1e3
-    );
-    let _ = writeln!(
-        md,
-        "| Plinth: `Datapath::apply` of a new compilation (diff of 10,001 entries, one written, one deleted; median of 21) | {:.3} ms |",
-        u.plinth_apply.as_secs_f64() * 1e3
-    );
-    let _ = writeln!(
-        md,
-        "| iptables-restore of 10,000 rules | {:.3} s |",
-        u.iptables_restore.as_secs_f64()
-    );
-    let _ = writeln!(
-        md,
-        "| iptables -D of one rule | {:.3} s |",
-        u.iptables_delete.as_secs_f64()
-    );
     print!("{md}");
     if let Some(p) = args.write {
         std::fs::write(&p, &md).with_context(|| format!("write {}", p.display()))?;

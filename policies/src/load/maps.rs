@@ -1,11 +1,12 @@
-//! Map contents: read back from the kernel, derived from a compilation, and brought in line entry by entry.
+//! Map contents: generations of inner maps, read back from the kernel, derived from a compilation, and
+//! brought in line entry by entry or replaced as a whole generation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError};
 
 use super::LoadError;
 use crate::abi::{
@@ -14,7 +15,7 @@ use crate::abi::{
 use crate::compile::{Compiled, RangeKey, map_diff};
 use crate::net::Prefix;
 
-/// Map names, as pinned.
+/// Logical map names (reports, metrics, log lines); each is an inner map of a generation.
 pub const IPCACHE: &str = "plinth_ipcache";
 /// Endpoints by ifindex.
 pub const ENDPOINTS: &str = "plinth_endpts";
@@ -22,6 +23,140 @@ pub const ENDPOINTS: &str = "plinth_endpts";
 pub const POLICY: &str = "plinth_policy";
 /// endPort rules.
 pub const RANGES: &str = "plinth_polrange";
+
+/// The active generation (an array with one u32), pinned.
+pub const GEN: &str = "plinth_gen";
+/// Arrays of maps, one slot per generation, pinned: (outer map, logical name).
+pub const GEN_ENDPOINTS: &str = "plinth_ep_gen";
+/// ipcache of each generation.
+pub const GEN_IPCACHE: &str = "plinth_ipc_gen";
+/// Rules of each generation.
+pub const GEN_POLICY: &str = "plinth_pol_gen";
+/// endPort rules of each generation.
+pub const GEN_RANGES: &str = "plinth_rng_gen";
+/// Maps of earlier versions, pinned by name before generations existed.
+pub const RETIRED_PINS: [&str; 4] = [IPCACHE, ENDPOINTS, POLICY, RANGES];
+
+/// `BPF_F_NO_PREALLOC`: inner maps allocate entries as they are written (gen_map.h).
+const NO_PREALLOC: u32 = 1;
+
+/// Sizes of the inner maps of a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Endpoints.
+    pub endpoints: u32,
+    /// ipcache prefixes.
+    pub ipcache: u32,
+    /// Rules.
+    pub policy: u32,
+    /// endPort prefixes.
+    pub ranges: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            endpoints: 4096,
+            ipcache: 262_144,
+            policy: 262_144,
+            ranges: 65_536,
+        }
+    }
+}
+
+/// The inner maps of one generation (gen_map.h).
+#[derive(Debug)]
+pub struct Generation {
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    ipcache: LpmTrie<MapData, [u8; 4], IpcacheValue>,
+    policy: HashMap<MapData, PolicyKey, PolicyValue>,
+    ranges: LpmTrie<MapData, PolicyKey, PolicyValue>,
+}
+
+fn outer<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, LoadError> {
+    ebpf.map(name).ok_or(LoadError::Map {
+        name,
+        reason: "not in the object".into(),
+    })
+}
+
+fn outer_get<V: aya::maps::FromMapData + aya::maps::InnerMap>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    slot: u32,
+) -> Result<Option<V>, LoadError> {
+    let m: ArrayOfMaps<&MapData, V> = ArrayOfMaps::try_from(outer(ebpf, name)?).map_err(map_err(name))?;
+    match m.get(&slot, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+fn outer_set<V: aya::maps::InnerMap>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    slot: u32,
+    inner: &V,
+) -> Result<(), LoadError> {
+    let mut m: ArrayOfMaps<&mut MapData, V> = ArrayOfMaps::try_from(map(ebpf, name)?).map_err(map_err(name))?;
+    m.set(slot, inner, 0).map_err(map_err(name))
+}
+
+impl Generation {
+    /// Fresh, empty inner maps.
+    pub fn create(cap: Capacity) -> Result<Self, LoadError> {
+        Ok(Self {
+            endpoints: HashMap::create(cap.endpoints, NO_PREALLOC).map_err(map_err(ENDPOINTS))?,
+            ipcache: LpmTrie::create(cap.ipcache, NO_PREALLOC).map_err(map_err(IPCACHE))?,
+            policy: HashMap::create(cap.policy, NO_PREALLOC).map_err(map_err(POLICY))?,
+            ranges: LpmTrie::create(cap.ranges, NO_PREALLOC).map_err(map_err(RANGES))?,
+        })
+    }
+
+    /// The generation installed in `slot`, if all four maps are there.
+    pub fn open(ebpf: &Ebpf, slot: u32) -> Result<Option<Self>, LoadError> {
+        let endpoints = outer_get(ebpf, GEN_ENDPOINTS, slot)?;
+        let ipcache = outer_get(ebpf, GEN_IPCACHE, slot)?;
+        let policy = outer_get(ebpf, GEN_POLICY, slot)?;
+        let ranges = outer_get(ebpf, GEN_RANGES, slot)?;
+        Ok(match (endpoints, ipcache, policy, ranges) {
+            (Some(endpoints), Some(ipcache), Some(policy), Some(ranges)) => Some(Self {
+                endpoints,
+                ipcache,
+                policy,
+                ranges,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Installs this generation in `slot` (inactive: packets do not see it yet).
+    pub fn install(&self, ebpf: &mut Ebpf, slot: u32) -> Result<(), LoadError> {
+        outer_set(ebpf, GEN_ENDPOINTS, slot, &self.endpoints)?;
+        outer_set(ebpf, GEN_IPCACHE, slot, &self.ipcache)?;
+        outer_set(ebpf, GEN_POLICY, slot, &self.policy)?;
+        outer_set(ebpf, GEN_RANGES, slot, &self.ranges)
+    }
+
+    /// The rule map (benchmarks time single writes with it).
+    pub fn policy_mut(&mut self) -> &mut HashMap<MapData, PolicyKey, PolicyValue> {
+        &mut self.policy
+    }
+}
+
+/// The active generation's slot.
+pub fn active_slot(ebpf: &Ebpf) -> Result<u32, LoadError> {
+    let a: Array<&MapData, u32> = Array::try_from(outer(ebpf, GEN)?).map_err(map_err(GEN))?;
+    a.get(&0, 0).map(|s| s & 1).map_err(map_err(GEN))
+}
+
+/// Makes `slot` the active generation: one write, seen by the next packet.
+pub fn activate(ebpf: &mut Ebpf, slot: u32) -> Result<(), LoadError> {
+    let mut a: Array<&mut MapData, u32> = Array::try_from(map(ebpf, GEN)?).map_err(map_err(GEN))?;
+    a.set(0, slot, 0).map_err(map_err(GEN))
+}
 
 /// What the policy maps hold (or should hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +184,8 @@ pub struct ApplyReport {
     pub fail_closed: BTreeSet<u32>,
     /// Endpoint interfaces that do not exist (yet).
     pub missing_interfaces: Vec<String>,
+    /// Whether a new generation replaced the maps as a whole (else entries were written in place).
+    pub swapped: bool,
 }
 
 impl ApplyReport {
@@ -66,6 +203,7 @@ impl ApplyReport {
         }
         self.full_maps.extend(other.full_maps);
         self.fail_closed.extend(other.fail_closed);
+        self.swapped |= other.swapped;
     }
 }
 
@@ -88,36 +226,23 @@ fn is_full(e: &MapError) -> bool {
 }
 
 impl MapState {
-    /// Reads every policy map.
-    pub fn read(ebpf: &Ebpf) -> Result<Self, LoadError> {
-        let get = |name: &'static str| {
-            ebpf.map(name).ok_or(LoadError::Map {
-                name,
-                reason: "not in the object".into(),
-            })
-        };
+    /// Reads every map of a generation.
+    pub fn read(g: &Generation) -> Result<Self, LoadError> {
         let mut s = Self::default();
-        let ipc: LpmTrie<&MapData, [u8; 4], IpcacheValue> =
-            LpmTrie::try_from(get(IPCACHE)?).map_err(map_err(IPCACHE))?;
-        for kv in ipc.iter() {
+        for kv in g.ipcache.iter() {
             let (k, v) = kv.map_err(map_err(IPCACHE))?;
             s.ipcache
                 .insert(Prefix::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8), v.identity);
         }
-        let eps: HashMap<&MapData, u32, Endpoint> = HashMap::try_from(get(ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
-        for kv in eps.iter() {
+        for kv in g.endpoints.iter() {
             let (k, v) = kv.map_err(map_err(ENDPOINTS))?;
             s.endpoints.insert(k, v);
         }
-        let pol: HashMap<&MapData, PolicyKey, PolicyValue> =
-            HashMap::try_from(get(POLICY)?).map_err(map_err(POLICY))?;
-        for kv in pol.iter() {
+        for kv in g.policy.iter() {
             let (k, v) = kv.map_err(map_err(POLICY))?;
             s.policy.insert(k, v);
         }
-        let rng: LpmTrie<&MapData, PolicyKey, PolicyValue> =
-            LpmTrie::try_from(get(RANGES)?).map_err(map_err(RANGES))?;
-        for kv in rng.iter() {
+        for kv in g.ranges.iter() {
             let (k, v) = kv.map_err(map_err(RANGES))?;
             s.ranges.insert(
                 RangeKey {
@@ -145,6 +270,17 @@ impl MapState {
     }
 }
 
+/// Whether `desired` can be written in place into the generation holding
+/// `state`: only rules change (ipcache and endpoints are equal), at most
+/// `limit` entries. Then every intermediate state allows a packet only if the
+/// old or the new rules allow it (additions first, deletions last, with the
+/// same identities and endpoint flags throughout).
+pub(super) fn in_place_ok(state: &MapState, desired: &MapState, limit: usize) -> bool {
+    state.ipcache == desired.ipcache
+        && state.endpoints == desired.endpoints
+        && map_diff(&state.policy, &desired.policy).len() + map_diff(&state.ranges, &desired.ranges).len() <= limit
+}
+
 /// Which half of an update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -157,7 +293,7 @@ pub(super) enum Phase {
 /// Applies one phase of the difference between `state` and `desired`;
 /// `state` tracks what the kernel holds after each successful write.
 pub(super) fn apply(
-    ebpf: &mut Ebpf,
+    g: &mut Generation,
     state: &mut MapState,
     desired: &MapState,
     phase: Phase,
@@ -169,8 +305,7 @@ pub(super) fn apply(
             let mut ipcache_full = false;
             {
                 let d = map_diff(&state.policy, &desired.policy);
-                let mut m: HashMap<_, PolicyKey, PolicyValue> =
-                    HashMap::try_from(map(ebpf, POLICY)?).map_err(map_err(POLICY))?;
+                let m = &mut g.policy;
                 for (k, v) in d.upsert {
                     match m.insert(k, v, 0) {
                         Ok(()) => {
@@ -187,8 +322,7 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.ranges, &desired.ranges);
-                let mut m: LpmTrie<_, PolicyKey, PolicyValue> =
-                    LpmTrie::try_from(map(ebpf, RANGES)?).map_err(map_err(RANGES))?;
+                let m = &mut g.ranges;
                 for (k, v) in d.upsert {
                     match m.insert(&Key::new(k.prefixlen, k.data), v, 0) {
                         Ok(()) => {
@@ -205,8 +339,7 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.ipcache, &desired.ipcache);
-                let mut m: LpmTrie<_, [u8; 4], IpcacheValue> =
-                    LpmTrie::try_from(map(ebpf, IPCACHE)?).map_err(map_err(IPCACHE))?;
+                let m = &mut g.ipcache;
                 for (p, id) in d.upsert {
                     match m.insert(
                         &Key::new(u32::from(p.len), p.addr.octets()),
@@ -235,8 +368,7 @@ pub(super) fn apply(
                 }
             }
             let d = map_diff(&state.endpoints, &want);
-            let mut m: HashMap<_, u32, Endpoint> =
-                HashMap::try_from(map(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
+            let m = &mut g.endpoints;
             for (k, v) in d.upsert {
                 match m.insert(k, v, 0) {
                     Ok(()) => {
@@ -256,8 +388,7 @@ pub(super) fn apply(
         Phase::Deletes => {
             {
                 let d = map_diff(&state.endpoints, &desired.endpoints);
-                let mut m: HashMap<_, u32, Endpoint> =
-                    HashMap::try_from(map(ebpf, ENDPOINTS)?).map_err(map_err(ENDPOINTS))?;
+                let m = &mut g.endpoints;
                 for k in d.delete {
                     remove(&mut m.remove(&k), ENDPOINTS)?;
                     state.endpoints.remove(&k);
@@ -266,8 +397,7 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.policy, &desired.policy);
-                let mut m: HashMap<_, PolicyKey, PolicyValue> =
-                    HashMap::try_from(map(ebpf, POLICY)?).map_err(map_err(POLICY))?;
+                let m = &mut g.policy;
                 for k in d.delete {
                     remove(&mut m.remove(&k), POLICY)?;
                     state.policy.remove(&k);
@@ -276,8 +406,7 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.ranges, &desired.ranges);
-                let mut m: LpmTrie<_, PolicyKey, PolicyValue> =
-                    LpmTrie::try_from(map(ebpf, RANGES)?).map_err(map_err(RANGES))?;
+                let m = &mut g.ranges;
                 for k in d.delete {
                     remove(&mut m.remove(&Key::new(k.prefixlen, k.data)), RANGES)?;
                     state.ranges.remove(&k);
@@ -286,8 +415,7 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.ipcache, &desired.ipcache);
-                let mut m: LpmTrie<_, [u8; 4], IpcacheValue> =
-                    LpmTrie::try_from(map(ebpf, IPCACHE)?).map_err(map_err(IPCACHE))?;
+                let m = &mut g.ipcache;
                 for p in d.delete {
                     remove(&mut m.remove(&Key::new(u32::from(p.len), p.addr.octets())), IPCACHE)?;
                     state.ipcache.remove(&p);

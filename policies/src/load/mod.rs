@@ -15,7 +15,7 @@ use std::time::Duration;
 use aya::{Ebpf, EbpfLoader};
 
 pub use attach::AttachMode;
-pub use maps::{ApplyReport, MapState};
+pub use maps::{ApplyReport, Capacity, Generation, MapState};
 
 use crate::compile::Compiled;
 
@@ -37,7 +37,26 @@ pub struct Config {
     pub ct_lifetime_close: Duration,
     /// Override of `plinth_policy` max entries (tests of map exhaustion).
     pub policy_max_entries: Option<u32>,
+    /// How changes reach the maps.
+    pub update: UpdateMode,
 }
+
+/// How `Datapath::apply` brings the maps in line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// Rule-only changes of at most [`SWAP_ABOVE`] entries are written in
+    /// place; anything else (identities, endpoints, large changes) fills a new
+    /// generation and swaps it in with one write.
+    #[default]
+    Auto,
+    /// Always write entry by entry in place (tests show why `Auto` swaps).
+    InPlace,
+    /// Always fill and swap a new generation.
+    Swap,
+}
+
+/// Rule changes above this many entries go through a generation swap.
+pub const SWAP_ABOVE: usize = 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -48,6 +67,7 @@ impl Default for Config {
             ct_lifetime_other: Duration::from_secs(60),
             ct_lifetime_close: Duration::from_secs(10),
             policy_max_entries: None,
+            update: UpdateMode::Auto,
         }
     }
 }
@@ -104,6 +124,11 @@ pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     state: MapState,
+    /// The active generation's inner maps and its slot.
+    generation: Generation,
+    slot: u32,
+    capacity: Capacity,
+    update: UpdateMode,
     attach_mode: AttachMode,
     /// Interfaces (name, ifindex) this process attached to or took over.
     attached: std::collections::BTreeSet<(String, u32)>,
@@ -139,9 +164,10 @@ impl Datapath {
             .override_global("ct_lifetime_tcp_ns", &ct_tcp, true)
             .override_global("ct_lifetime_other_ns", &ct_other, true)
             .override_global("ct_lifetime_close_ns", &ct_close, true);
-        if let Some(n) = cfg.policy_max_entries {
-            loader.map_max_entries("plinth_policy", n);
-        }
+        let capacity = Capacity {
+            policy: cfg.policy_max_entries.unwrap_or(Capacity::default().policy),
+            ..Capacity::default()
+        };
         let mut ebpf = loader.load(crate::abi::DATAPATH_OBJECT)?;
         for name in attach::PROGRAMS {
             let prog: &mut aya::programs::SchedClassifier = ebpf
@@ -160,7 +186,22 @@ impl Datapath {
                 reason: format!("{e}: {e:?}"),
             })?;
         }
-        let state = MapState::read(&ebpf)?;
+        // The generation the pinned maps hold, or a first, empty one.
+        let slot = maps::active_slot(&ebpf)?;
+        let generation = match Generation::open(&ebpf, slot)? {
+            Some(g) => g,
+            None => {
+                let g = Generation::create(capacity)?;
+                g.install(&mut ebpf, slot)?;
+                maps::activate(&mut ebpf, slot)?;
+                g
+            }
+        };
+        let state = MapState::read(&generation)?;
+        // Programs of earlier versions keep their own references; the pins go.
+        for name in maps::RETIRED_PINS {
+            let _ = std::fs::remove_file(cfg.pin_dir.join(name));
+        }
         tracing::info!(
             pin_dir = %cfg.pin_dir.display(),
             ipcache = state.ipcache.len(),
@@ -172,6 +213,10 @@ impl Datapath {
             ebpf,
             pin_dir: cfg.pin_dir.clone(),
             state,
+            generation,
+            slot,
+            capacity,
+            update: cfg.update,
             attach_mode: AttachMode::detect(),
             attached: std::collections::BTreeSet::new(),
         })
@@ -180,6 +225,11 @@ impl Datapath {
     /// What the maps hold now.
     pub fn state(&self) -> &MapState {
         &self.state
+    }
+
+    /// The active generation's inner maps.
+    pub fn generation_mut(&mut self) -> &mut Generation {
+        &mut self.generation
     }
 
     /// The aya object (maps for metrics and the ring buffer).
@@ -197,15 +247,27 @@ impl Datapath {
         &self.pin_dir
     }
 
-    /// Makes the maps and attachments match `compiled`, writing only the
-    /// entries that differ. Interface names resolve in the calling thread's
+    /// Makes the maps and attachments match `compiled`. A change of rules
+    /// only, of at most [`SWAP_ABOVE`] entries, is written in place, only the
+    /// entries that differ, rules before deletions; anything else fills a new
+    /// generation of maps and activates it with one write, so no packet sees a
+    /// half-applied change. Interface names resolve in the calling thread's
     /// network namespace.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport, LoadError> {
         let resolved = attach::resolve_interfaces(compiled.endpoints.keys());
         let desired = MapState::from_compiled(compiled, &resolved);
+        let swap = match self.update {
+            UpdateMode::InPlace => false,
+            UpdateMode::Swap => true,
+            UpdateMode::Auto => !maps::in_place_ok(&self.state, &desired, SWAP_ABOVE),
+        };
         // Endpoint entries are written before attaching (an attached interface
         // without an entry drops everything) and deleted after detaching.
-        let mut report = maps::apply(&mut self.ebpf, &mut self.state, &desired, maps::Phase::Upserts)?;
+        let mut report = if swap {
+            self.swap_in(&desired)?
+        } else {
+            maps::apply(&mut self.generation, &mut self.state, &desired, maps::Phase::Upserts)?
+        };
         // Links of vanished or recreated interfaces go first.
         for (ifname, ifindex) in attach::pinned_interfaces(&self.pin_dir) {
             if !resolved.iter().any(|(n, i)| *n == ifname && *i == ifindex) {
@@ -222,7 +284,7 @@ impl Datapath {
                 self.attached.insert(key);
             }
         }
-        let deletes = maps::apply(&mut self.ebpf, &mut self.state, &desired, maps::Phase::Deletes)?;
+        let deletes = maps::apply(&mut self.generation, &mut self.state, &desired, maps::Phase::Deletes)?;
         report.merge(deletes);
         report.missing_interfaces = compiled
             .endpoints
@@ -233,6 +295,29 @@ impl Datapath {
         for name in &report.full_maps {
             tracing::error!(map = %name, "map {name} is full: affected endpoints fail closed");
         }
+        Ok(report)
+    }
+
+    /// Fills a new generation with `desired` (plus the endpoints of interfaces
+    /// still attached, removed after detaching), installs it in the inactive
+    /// slot and activates it. On error the active generation is untouched.
+    fn swap_in(&mut self, desired: &MapState) -> Result<ApplyReport, LoadError> {
+        let mut want = desired.clone();
+        for (ifindex, ep) in &self.state.endpoints {
+            want.endpoints.entry(*ifindex).or_insert(*ep);
+        }
+        let mut generation = Generation::create(self.capacity)?;
+        let mut written = MapState::default();
+        let mut report = maps::apply(&mut generation, &mut written, &want, maps::Phase::Upserts)?;
+        let next = self.slot ^ 1;
+        generation.install(&mut self.ebpf, next)?;
+        maps::activate(&mut self.ebpf, next)?;
+        // The old generation stays installed in its slot (packets that read
+        // the old slot finish on it) until the next swap replaces it.
+        self.generation = generation;
+        self.slot = next;
+        self.state = written;
+        report.swapped = true;
         Ok(report)
     }
 

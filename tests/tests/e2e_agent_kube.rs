@@ -1,0 +1,285 @@
+//! The node agent's Kubernetes source against the test control plane: Pods, Namespaces and NetworkPolicies
+//! watched with the agent's RBAC (the chart's ClusterRole rules), local pods' interfaces found in a test
+//! network's real routing table, the world it builds compiled into the endpoint and rule entries the datapath
+//! needs, and followed through pod relabels, namespace relabels and policy deletion.
+//!
+//! Needs root (the test network) and clang (`plinth-policies` with `bpf`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failure stops the test with its message"
+)]
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use plinth_policies::abi::{EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS};
+use plinth_policies::agent::kube_source;
+use plinth_policies::compile::compile;
+use plinth_policies::net::Prefix;
+use plinth_policies::netns::{self, TestNet};
+use plinth_policies::world::World;
+use plinth_tests::control_plane::{ControlPlane, eventually, unique_name};
+use serde_json::json;
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(60);
+const NODE: &str = "node-1";
+
+fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("object")
+}
+
+async fn create_pod(api: &Api<Pod>, name: &str, app: &str, node: &str, ip: Ipv4Addr) {
+    let pod: Pod = obj(json!({
+        "metadata": {"name": name, "labels": {"app": app}},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "c", "image": "registry.invalid/app:1",
+                            "ports": [{"name": "http", "containerPort": 8080}]}]
+        }
+    }));
+    api.create(&PostParams::default(), &pod).await.expect("create pod");
+    // No kubelet here: the pod's IP is set as the kubelet would.
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}]}}),
+        ),
+    )
+    .await
+    .expect("set pod IP");
+}
+
+/// The part of the world in the test's namespaces.
+fn ours(w: &World, namespaces: &[&str]) -> World {
+    let mut o = w.clone();
+    o.namespaces.retain(|n| namespaces.contains(&n.name.as_str()));
+    o.pods.retain(|p| namespaces.contains(&p.namespace.as_str()));
+    o.policies
+        .retain(|p| namespaces.contains(&p.metadata.namespace.as_deref().unwrap_or_default()));
+    o
+}
+
+/// Waits until the latest world, restricted to `namespaces`, passes `check`.
+async fn world_where(
+    rx: &watch::Receiver<Option<World>>,
+    namespaces: &[&str],
+    what: &str,
+    check: impl Fn(&World) -> bool,
+) {
+    eventually(what, WAIT, || {
+        let w = rx.borrow().clone();
+        let ok = w.is_some_and(|w| check(&ours(&w, namespaces)));
+        async move { ok }
+    })
+    .await;
+}
+
+/// Whether the compiled world lets the /32 of `peer` into the endpoint on `ifname` on TCP `port`.
+fn allows(w: &World, ifname: &str, peer: Ipv4Addr, port: u16) -> bool {
+    let c = compile(w, None);
+    let Some(ep) = c.endpoints.get(ifname) else {
+        return false;
+    };
+    let Some(id) = c.identities.ipcache.get(&Prefix::new(peer, 32)) else {
+        return false;
+    };
+    c.policy
+        .keys()
+        .any(|k| k.ep_id == ep.ep_id && k.peer_id == *id && k.proto == 6 && u16::from_be(k.dport) == port)
+}
+
+#[tokio::test]
+async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() {
+    netns::ensure_bpffs().expect("bpffs");
+    let cp = ControlPlane::shared().await;
+    let admin = cp.client().await;
+    let x = cp.namespace("agent-x").await;
+    let y = cp.namespace("agent-y").await;
+    let (xn, yn) = (x.name().to_owned(), y.name().to_owned());
+
+    // The agent's identity, with the chart's ClusterRole rules and nothing else.
+    let role_name = unique_name("plinth-agent");
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    roles
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "metadata": {"name": role_name},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]}
+                ]
+            })),
+        )
+        .await
+        .expect("create ClusterRole");
+    bindings
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "metadata": {"name": role_name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+                "subjects": [{"kind": "ServiceAccount", "name": "plinth-agent", "namespace": xn}]
+            })),
+        )
+        .await
+        .expect("create ClusterRoleBinding");
+    let agent_client = cp.client_for_service_account(&xn, "plinth-agent").await;
+
+    // Two local pods with /32 routes in the node namespace of a test network, one pod on another node.
+    let net = TestNet::new(2).expect("test network");
+    let (ip_a, ip_b, ip_c) = (net.pods[0].ip, net.pods[1].ip, Ipv4Addr::new(198, 19, 7, 7));
+    let xpods: Api<Pod> = Api::namespaced(admin.clone(), &xn);
+    let ypods: Api<Pod> = Api::namespaced(admin.clone(), &yn);
+    create_pod(&xpods, "a", "a", NODE, ip_a).await;
+    create_pod(&xpods, "b", "b", NODE, ip_b).await;
+    create_pod(&ypods, "c", "c", "node-2", ip_c).await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .patch(
+            &yn,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "blue"}}})),
+        )
+        .await
+        .expect("label namespace y");
+    // x/a accepts, on its named port, pods labelled app=c from namespaces labelled team=blue.
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &xn);
+    policies
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "metadata": {"name": "allow-c"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "a"}},
+                    "ingress": [{
+                        "from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}},
+                                  "podSelector": {"matchLabels": {"app": "c"}}}],
+                        "ports": [{"port": "http"}]
+                    }]
+                }
+            })),
+        )
+        .await
+        .expect("create NetworkPolicy");
+
+    let (tx, rx) = watch::channel(None);
+    let node_ns = net.node.clone();
+    let source = tokio::spawn(kube_source::run_with_routes(
+        agent_client,
+        NODE.to_owned(),
+        tx,
+        move || {
+            let ns = node_ns.clone();
+            netns::in_netns(&ns, || {
+                std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default()
+            })
+            .unwrap_or_default()
+        },
+    ));
+
+    let scope = [xn.as_str(), yn.as_str()];
+    world_where(&rx, &scope, "the first world: 3 pods, 2 namespaces, 1 policy", |w| {
+        w.pods.len() == 3 && w.namespaces.len() == 2 && w.policies.len() == 1
+    })
+    .await;
+    let w = ours(&rx.borrow().clone().expect("world"), &scope);
+    let pod = |name: &str| w.pods.iter().find(|p| p.name == name).expect("pod in world").clone();
+    assert_eq!((pod("a").ip, pod("a").interface.as_deref()), (ip_a, Some("plh0")));
+    assert_eq!((pod("b").ip, pod("b").interface.as_deref()), (ip_b, Some("plh1")));
+    assert_eq!(
+        (pod("c").ip, pod("c").interface),
+        (ip_c, None),
+        "a pod on another node has no endpoint"
+    );
+    assert_eq!(
+        pod("a").ports.first().map(|p| (p.name.as_str(), p.port)),
+        Some(("http", 8080))
+    );
+    let ny = w.namespaces.iter().find(|n| n.name == yn).expect("namespace y");
+    assert_eq!(ny.labels.get("team").map(String::as_str), Some("blue"));
+
+    // Compiled: x/a enforces ingress, x/b does not; y/c reaches x/a on 8080 (the named port), x/b does not.
+    let c = compile(&w, None);
+    assert_eq!(
+        c.endpoints["plh0"].flags & (EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS),
+        EP_ENFORCE_INGRESS
+    );
+    assert_eq!(c.endpoints["plh1"].flags & (EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS), 0);
+    assert!(allows(&w, "plh0", ip_c, 8080), "y/c -> x/a:8080 allowed");
+    assert!(!allows(&w, "plh0", ip_b, 8080), "x/b -> x/a:8080 denied");
+
+    // The namespace loses its label: y/c no longer matches.
+    namespaces
+        .patch(
+            &yn,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": null}}})),
+        )
+        .await
+        .expect("unlabel namespace y");
+    world_where(&rx, &scope, "namespace y without team=blue", |w| {
+        !allows(w, "plh0", ip_c, 8080)
+    })
+    .await;
+
+    // Back, and the pod is relabelled instead.
+    namespaces
+        .patch(
+            &yn,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "blue"}}})),
+        )
+        .await
+        .expect("label namespace y again");
+    world_where(&rx, &scope, "y/c allowed again", |w| allows(w, "plh0", ip_c, 8080)).await;
+    ypods
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "d"}}})),
+        )
+        .await
+        .expect("relabel y/c");
+    world_where(&rx, &scope, "y/c relabelled app=d", |w| {
+        w.pods
+            .iter()
+            .any(|p| p.name == "c" && p.labels.get("app").map(String::as_str) == Some("d"))
+            && !allows(w, "plh0", ip_c, 8080)
+    })
+    .await;
+
+    // The policy goes: x/a is no longer enforced.
+    policies
+        .delete("allow-c", &DeleteParams::default())
+        .await
+        .expect("delete NetworkPolicy");
+    world_where(&rx, &scope, "no policy in x", |w| {
+        w.policies.is_empty()
+            && compile(w, None)
+                .endpoints
+                .get("plh0")
+                .is_some_and(|e| e.flags & EP_ENFORCE_INGRESS == 0)
+    })
+    .await;
+
+    // A pod that goes away leaves the world.
+    xpods
+        .delete("b", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete x/b");
+    world_where(&rx, &scope, "x/b gone", |w| !w.pods.iter().any(|p| p.name == "b")).await;
+
+    source.abort();
+    let _ = bindings.delete(&role_name, &DeleteParams::default()).await;
+    let _ = roles.delete(&role_name, &DeleteParams::default()).await;
+}
