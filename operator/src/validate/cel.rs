@@ -130,8 +130,6 @@ fn escape_rules(schema: &mut Value) {
 
 /// A schema node on the way to CEL rules: its compiled rules and the children that lead to more.
 struct RuleNode {
-    /// The node's schema, to convert its value as the apiserver does (escaping, defaults).
-    schema: Value,
     /// The node's rules, compiled once.
     rules: Vec<CompiledRule>,
     /// Properties that lead to rules.
@@ -187,9 +185,7 @@ fn build(schema: &Value) -> Option<RuleNode> {
     if rules.is_empty() && props.is_empty() && items.is_none() && values.is_none() {
         return None;
     }
-    let schema = if rules.is_empty() { Value::Null } else { schema.clone() };
     Some(RuleNode {
-        schema,
         rules,
         props,
         items,
@@ -230,13 +226,28 @@ fn escape_field(name: &str) -> String {
         .replace('/', "__slash__")
 }
 
-/// JSON to a CEL value as the apiserver presents it to rules: declared fields escaped, map keys as they
-/// are, schema defaults filled in.
-fn to_cel(value: &Value, schema: &Value) -> kube_cel::cel::Value {
+/// A property name's schema and rule node below an object's schema and rule node.
+fn child_of<'a>(schema: &'a Value, node: Option<&'a RuleNode>, key: &str) -> (&'a Value, Option<&'a RuleNode>) {
+    let declared = schema.get("properties").and_then(|p| p.get(key));
+    let child_node = node.and_then(|n| match n.props.iter().find(|(p, _)| p == key) {
+        Some((_, c)) => Some(c),
+        None if declared.is_none() => n.values.as_deref(),
+        None => None,
+    });
+    let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+    (declared.or(extra).unwrap_or(&Value::Null), child_node)
+}
+
+/// Converts `value` to a CEL value as the apiserver presents it to rules (declared fields escaped, map keys as
+/// they are, schema defaults filled in), evaluating on the way the rules of every node below `node`: each
+/// node's rules see the value converted for its parent, so a subtree is converted once however many rules
+/// sit in it. Problems come out parent first.
+fn convert(value: &Value, schema: &Value, node: Option<&RuleNode>, walk: &mut Walk<'_>) -> kube_cel::cel::Value {
     use kube_cel::cel::Value as C;
     use kube_cel::cel::objects::{Key, Map};
     use std::sync::Arc;
-    match value {
+    let start = walk.out.len();
+    let converted = match value {
         Value::Null => C::Null,
         Value::Bool(b) => C::Bool(*b),
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
@@ -247,87 +258,108 @@ fn to_cel(value: &Value, schema: &Value) -> kube_cel::cel::Value {
         Value::String(s) => C::String(Arc::new(s.clone())),
         Value::Array(items) => {
             let item_schema = schema.get("items").unwrap_or(&Value::Null);
-            C::List(Arc::new(items.iter().map(|i| to_cel(i, item_schema)).collect()))
+            let item_node = node.and_then(|n| n.items.as_deref());
+            let mut list = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                walk.path.push(i.to_string());
+                list.push(convert(item, item_schema, item_node, walk));
+                walk.path.pop();
+            }
+            C::List(Arc::new(list))
         }
         Value::Object(map) => {
             let props = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties");
-            let is_map = !matches!(additional, None | Some(Value::Bool(false)));
-            let extra = additional.filter(|a| a.is_object()).unwrap_or(&Value::Null);
+            let is_map = !matches!(schema.get("additionalProperties"), None | Some(Value::Bool(false)));
             let mut out = std::collections::HashMap::with_capacity(map.len());
             for (k, v) in map {
-                let child = props.and_then(|p| p.get(k)).unwrap_or(extra);
+                let (child_schema, child_node) = child_of(schema, node, k);
+                walk.path.push(k.clone());
+                let child = convert(v, child_schema, child_node, walk);
+                walk.path.pop();
                 let key = if is_map { k.clone() } else { escape_field(k) };
-                out.insert(Key::String(Arc::new(key)), to_cel(v, child));
+                out.insert(Key::String(Arc::new(key)), child);
             }
             for (k, p) in props.into_iter().flatten() {
                 if !map.contains_key(k)
                     && let Some(d) = p.get("default")
                 {
-                    out.insert(Key::String(Arc::new(escape_field(k))), to_cel(d, p));
+                    // Defaults are filled in, not validated: no rule node below them, so nothing is found.
+                    out.insert(Key::String(Arc::new(escape_field(k))), convert(d, p, None, walk));
                 }
             }
             C::Map(Map { map: Arc::new(out) })
         }
+    };
+    if let Some(node) = node.filter(|n| !n.rules.is_empty() && !value.is_null()) {
+        let mine = run_rules(node, &converted, walk);
+        walk.out.splice(start..start, mine);
     }
+    converted
 }
 
-fn evaluate(node: &RuleNode, value: &Value, path: &mut Vec<String>, only_failures: bool, out: &mut Vec<Problem>) {
+/// Where a walk stands and what it found.
+struct Walk<'a> {
+    path: Vec<String>,
+    only_failures: bool,
+    out: &'a mut Vec<Problem>,
+}
+
+fn run_rules(node: &RuleNode, value: &kube_cel::cel::Value, walk: &Walk<'_>) -> Vec<Problem> {
+    let mut found = Vec::new();
+    BASE.with(|base| {
+        let mut ctx = base.new_inner_scope();
+        ctx.add_variable_from_value("self", value.clone());
+        for r in &node.rules {
+            let failed = match &r.program {
+                Err(e) => Some(format!("the rule does not compile: {e}")),
+                Ok(program) => match program.execute(&ctx) {
+                    Ok(kube_cel::cel::Value::Bool(true)) => None,
+                    Ok(kube_cel::cel::Value::Bool(false)) => {
+                        Some(r.message.clone().unwrap_or_else(|| format!("failed rule: {}", r.rule)))
+                    }
+                    Ok(_) => (!walk.only_failures).then(|| format!("rule \"{}\" did not evaluate to bool", r.rule)),
+                    Err(e) => (!walk.only_failures).then(|| format!("the rule could not be evaluated: {e}")),
+                },
+            };
+            if let Some(message) = failed {
+                found.push(
+                    Problem::field(codes::SPEC, r.rule.clone(), walk.path.clone(), message).with_hint(format!(
+                        "the CRD's x-kubernetes-validations rule `{}` must hold",
+                        r.rule
+                    )),
+                );
+            }
+        }
+    });
+    found
+}
+
+/// Walks the rule tree down to the nodes with rules; from each, [`convert`] takes over for its subtree.
+fn evaluate(node: &RuleNode, schema: &Value, value: &Value, walk: &mut Walk<'_>) {
     if value.is_null() {
         return;
     }
     if !node.rules.is_empty() {
-        BASE.with(|base| {
-            let mut ctx = base.new_inner_scope();
-            ctx.add_variable_from_value("self", to_cel(value, &node.schema));
-            for r in &node.rules {
-                let failed = match &r.program {
-                    Err(e) => Some(format!("the rule does not compile: {e}")),
-                    Ok(program) => match program.execute(&ctx) {
-                        Ok(kube_cel::cel::Value::Bool(true)) => None,
-                        Ok(kube_cel::cel::Value::Bool(false)) => {
-                            Some(r.message.clone().unwrap_or_else(|| format!("failed rule: {}", r.rule)))
-                        }
-                        Ok(_) => (!only_failures).then(|| format!("rule \"{}\" did not evaluate to bool", r.rule)),
-                        Err(e) => (!only_failures).then(|| format!("the rule could not be evaluated: {e}")),
-                    },
-                };
-                if let Some(message) = failed {
-                    out.push(
-                        Problem::field(codes::SPEC, r.rule.clone(), path.clone(), message).with_hint(format!(
-                            "the CRD's x-kubernetes-validations rule `{}` must hold",
-                            r.rule
-                        )),
-                    );
-                }
-            }
-        });
+        convert(value, schema, Some(node), walk);
+        return;
     }
     match value {
         Value::Object(map) => {
-            for (k, child) in &node.props {
-                if let Some(v) = map.get(k) {
-                    path.push(k.clone());
-                    evaluate(child, v, path, only_failures, out);
-                    path.pop();
-                }
-            }
-            if let Some(child) = &node.values {
-                for (k, v) in map {
-                    if !node.props.iter().any(|(p, _)| p == k) {
-                        path.push(k.clone());
-                        evaluate(child, v, path, only_failures, out);
-                        path.pop();
-                    }
+            for (k, v) in map {
+                if let (child_schema, Some(child)) = child_of(schema, Some(node), k) {
+                    walk.path.push(k.clone());
+                    evaluate(child, child_schema, v, walk);
+                    walk.path.pop();
                 }
             }
         }
         Value::Array(items) => {
             if let Some(child) = &node.items {
+                let item_schema = schema.get("items").unwrap_or(&Value::Null);
                 for (i, v) in items.iter().enumerate() {
-                    path.push(i.to_string());
-                    evaluate(child, v, path, only_failures, out);
-                    path.pop();
+                    walk.path.push(i.to_string());
+                    evaluate(child, item_schema, v, walk);
+                    walk.path.pop();
                 }
             }
         }
@@ -337,13 +369,18 @@ fn evaluate(node: &RuleNode, value: &Value, path: &mut Vec<String>, only_failure
 
 /// Every CEL rule `json` (an object of `kind`) breaks, as problems at the node the rule sits on.
 ///
-/// Only the nodes that carry rules are converted and evaluated, each once. With `only_failures`, rules that
+/// Only the subtrees under nodes that carry rules are converted, each once. With `only_failures`, rules that
 /// could not be evaluated (e.g. on a value of the wrong type, which the structural schema already reports)
 /// are left out.
 pub fn problems(kind: &str, json: &Value, only_failures: bool) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Some(t) = tree(kind) {
-        evaluate(t, json, &mut Vec::new(), only_failures, &mut out);
+    if let (Some(t), Some(schema)) = (tree(kind), super::crd_schema(kind)) {
+        let mut walk = Walk {
+            path: Vec::new(),
+            only_failures,
+            out: &mut out,
+        };
+        evaluate(t, schema, json, &mut walk);
     }
     out
 }
