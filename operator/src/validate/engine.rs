@@ -127,7 +127,7 @@ pub fn check(
     origins: BTreeMap<String, String>,
     options: &Options,
 ) -> Outcome {
-    let parsed = inputs::parse(inputs, &options.limits);
+    let parsed = inputs::parse(inputs, &options.limits, thread_count(options));
     let mut out = Outcome {
         findings: parsed.findings,
         ..Outcome::default()
@@ -332,11 +332,16 @@ pub fn check(
     out
 }
 
-fn run_parallel(apps: &[&Doc], bps: &Blueprints, options: &Options) -> Vec<AppResult> {
-    let threads = match options.threads {
+/// Threads to check with: `--jobs`, or one per available core.
+fn thread_count(options: &Options) -> usize {
+    match options.threads {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => n,
-    };
+    }
+}
+
+fn run_parallel(apps: &[&Doc], bps: &Blueprints, options: &Options) -> Vec<AppResult> {
+    let threads = thread_count(options);
     if threads <= 1 || apps.len() < 64 {
         return apps.iter().map(|d| check_application(d, bps, options)).collect();
     }
