@@ -6,6 +6,7 @@
 //! the changed map entries. On exit it leaves maps and links pinned, so
 //! enforcement continues until the next agent takes over.
 
+pub mod bridge;
 pub mod events;
 pub mod kube_source;
 pub mod metrics;
@@ -73,12 +74,13 @@ impl Names {
     }
 }
 
-/// Fills the interface of each pod that has a direct /32 route on this node.
+/// Fills the interface of each pod that has a direct /32 route on this node,
+/// or else a port on a bridge where its MAC was learned ([`bridge`]).
 pub fn resolve_local_interfaces(world: &mut World) {
     let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
     for p in &mut world.pods {
         if p.interface.is_none() {
-            p.interface = routes::interface_for(&table, p.ip);
+            p.interface = routes::interface_for(&table, p.ip).or_else(|| bridge::interface_for(p.ip));
         }
     }
 }
