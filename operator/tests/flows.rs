@@ -51,6 +51,7 @@ impl RunningAgent {
             config: config.clone(),
             metrics_addr: None,
             flows_socket: Some(socket.to_owned()),
+            ct_gc_interval: plinth_policies::agent::DEFAULT_CT_GC_INTERVAL,
         };
         let node = net.node.clone();
         let thread = std::thread::spawn(move || {

@@ -23,7 +23,8 @@ const unsigned int plinth_abi_layout[] = {
 	S(plinth_ct_key), O(plinth_ct_key, ep_id), O(plinth_ct_key, saddr), O(plinth_ct_key, daddr),
 	O(plinth_ct_key, sport), O(plinth_ct_key, dport), O(plinth_ct_key, proto),
 	O(plinth_ct_key, dir), O(plinth_ct_key, pad),
-	S(plinth_ct_value), O(plinth_ct_value, expires_ns), O(plinth_ct_value, policy_id),
+	S(plinth_ct_value), O(plinth_ct_value, expires_ns), O(plinth_ct_value, last_event_ns),
+	O(plinth_ct_value, policy_id),
 	O(plinth_ct_value, rule), O(plinth_ct_value, flags), O(plinth_ct_value, pad),
 	S(plinth_counter), O(plinth_counter, packets), O(plinth_counter, bytes),
 	S(plinth_flow_event), O(plinth_flow_event, ts_ns), O(plinth_flow_event, saddr),
@@ -31,5 +32,5 @@ const unsigned int plinth_abi_layout[] = {
 	O(plinth_flow_event, ep_id), O(plinth_flow_event, ifindex), O(plinth_flow_event, peer_id),
 	O(plinth_flow_event, policy_id), O(plinth_flow_event, rule), O(plinth_flow_event, proto),
 	O(plinth_flow_event, dir), O(plinth_flow_event, verdict), O(plinth_flow_event, reason),
-	O(plinth_flow_event, pad),
+	O(plinth_flow_event, flags), O(plinth_flow_event, pad),
 };

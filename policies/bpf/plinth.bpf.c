@@ -23,7 +23,38 @@ static __always_inline int __verdict_drop(struct __sk_buff *skb, __u32 reason)
 	return TC_ACT_SHOT;
 }
 
-static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
+/* An allowed new flow: remembered in conntrack (its entry rewritten when it
+ * has one), counted, and reported: a created entry's first event always, a
+ * rewritten one's by the rate limit in the entry, an untracked flow's (table
+ * full) by plinth_evrl and flagged. */
+static __always_inline int __allow_new(struct __sk_buff *skb, const struct plinth_ct_key *key,
+				       struct plinth_ct_value *fwd, __u32 ifindex, __u32 peer_id,
+				       __u32 policy_id, __u16 rule, __u8 reason, __u64 now)
+{
+	long ct = ct_create(key, fwd, policy_id, rule, now);
+
+	metric_add(reason, skb->len);
+	if (ct == PLINTH_CT_CREATED) {
+		event_send(key, ifindex, peer_id, policy_id, rule, PLINTH_VERDICT_ALLOWED, reason, 0,
+			   now);
+	} else if (ct == PLINTH_CT_REWRITTEN) {
+		if (fwd && ct_event_due(fwd, event_interval_ns, now))
+			event_send(key, ifindex, peer_id, policy_id, rule, PLINTH_VERDICT_ALLOWED,
+				   reason, 0, now);
+	} else {
+		metric_add(ct == -7 /* E2BIG */ ? PLINTH_ERR_CT_FULL : PLINTH_ERR_CT_INSERT, 0);
+		event_emit(key, ifindex, peer_id, policy_id, rule, PLINTH_VERDICT_ALLOWED, reason,
+			   PLINTH_EVENT_UNTRACKED, now);
+	}
+	return TC_ACT_OK;
+}
+
+/* Bench only: counts runs of plinth_bench_new_flow, each a distinct flow. */
+__u32 bench_flow_salt = 0;
+
+/* @salt: 0 for real traffic (the branch compiles away); non-zero makes the
+ * conntrack and event key of the packet distinct (benchmarks only). */
+static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 salt)
 {
 	__u32 ifindex = skb->ifindex;
 	struct plinth_endpoint *ep = NULL;
@@ -31,6 +62,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	struct plinth_gen_maps g;
 	struct plinth_tuple t = {};
 	struct plinth_ct_key key;
+	struct plinth_ct_value *fwd;
 	__u32 enforce, peer_id;
 	__u64 now;
 	int l3, ct;
@@ -73,9 +105,13 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 	key.proto = t.proto;
 	key.dir = dir;
 	key.pad = 0;
+	if (salt) {
+		key.sport = (__be16)salt;
+		key.ep_id += salt & 0xffff0000;
+	}
 
 	now = bpf_ktime_get_ns();
-	ct = ct_lookup(&key, t.tcp_flags, now);
+	ct = ct_lookup(&key, t.tcp_flags, now, &fwd);
 	if (ct == PLINTH_CT_ESTABLISHED) {
 		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);
 		return TC_ACT_OK;
@@ -87,24 +123,18 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 
 	if (ep->flags & PLINTH_EP_FAIL_CLOSED) {
 		event_emit(&key, ifindex, 0, 0, 0, PLINTH_VERDICT_DENIED,
-			   PLINTH_DROP_FAIL_CLOSED, now);
+			   PLINTH_DROP_FAIL_CLOSED, 0, now);
 		return __verdict_drop(skb, PLINTH_DROP_FAIL_CLOSED);
 	}
 
-	if (!enforce) {
-		if (ct_create(&key, 0, 0, now) < 0)
-			metric_add(PLINTH_ERR_CT_INSERT, 0);
-		metric_add(PLINTH_REASON_ALLOW_NO_POLICY, skb->len);
-		event_emit(&key, ifindex, 0, 0, 0, PLINTH_VERDICT_ALLOWED,
-			   PLINTH_REASON_ALLOW_NO_POLICY, now);
-		return TC_ACT_OK;
-	}
+	if (!enforce)
+		return __allow_new(skb, &key, fwd, ifindex, 0, 0, 0, PLINTH_REASON_ALLOW_NO_POLICY, now);
 
 	peer_id = ipcache_identity(g.ipcache, dir == PLINTH_DIR_INGRESS ? t.saddr : t.daddr);
 	rule = policy_lookup(&g, ep, peer_id, dir, t.proto, t.dport);
 	if (!rule) {
 		event_emit(&key, ifindex, peer_id, 0, 0, PLINTH_VERDICT_DENIED,
-			   PLINTH_DROP_POLICY, now);
+			   PLINTH_DROP_POLICY, 0, now);
 		return __verdict_drop(skb, PLINTH_DROP_POLICY);
 	}
 
@@ -117,13 +147,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 			c->packets++;
 			c->bytes += skb->len;
 		}
-		if (ct_create(&key, policy_id, rule_idx, now) < 0)
-			metric_add(PLINTH_ERR_CT_INSERT, 0);
-		metric_add(PLINTH_REASON_ALLOW_POLICY, skb->len);
-		event_emit(&key, ifindex, peer_id, policy_id, rule_idx, PLINTH_VERDICT_ALLOWED,
-			   PLINTH_REASON_ALLOW_POLICY, now);
+		return __allow_new(skb, &key, fwd, ifindex, peer_id, policy_id, rule_idx,
+				   PLINTH_REASON_ALLOW_POLICY, now);
 	}
-	return TC_ACT_OK;
 }
 
 /**
@@ -135,7 +161,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir)
 SEC("classifier")
 int plinth_to_pod(struct __sk_buff *skb)
 {
-	return __handle(skb, PLINTH_DIR_INGRESS);
+	return __handle(skb, PLINTH_DIR_INGRESS, 0);
 }
 
 /**
@@ -147,7 +173,7 @@ int plinth_to_pod(struct __sk_buff *skb)
 SEC("classifier")
 int plinth_from_pod(struct __sk_buff *skb)
 {
-	return __handle(skb, PLINTH_DIR_EGRESS);
+	return __handle(skb, PLINTH_DIR_EGRESS, 0);
 }
 
 /**
@@ -161,6 +187,20 @@ SEC("classifier")
 int plinth_bench_nop(struct __sk_buff *skb)
 {
 	return TC_ACT_OK;
+}
+
+/**
+ * plinth_bench_new_flow - plinth_to_pod where every run is a new flow: the
+ * packet's conntrack and event key change per run, so a repeated test run
+ * measures real conntrack inserts; for benchmarks, never attached
+ * @skb: the packet
+ *
+ * Returns: TC_ACT_OK or TC_ACT_SHOT.
+ */
+SEC("classifier")
+int plinth_bench_new_flow(struct __sk_buff *skb)
+{
+	return __handle(skb, PLINTH_DIR_INGRESS, ++bench_flow_salt);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -108,7 +108,7 @@ pub struct PolicyValue {
 /// The full C key, with its leading prefix length, is 16 bytes.
 pub type RangeKeyData = PolicyKey;
 
-/// Key of `plinth_ct`: 0 `ep_id` 4 saddr 8 daddr 12 sport 14 dport 16 proto 17 dir 18 pad; 20 bytes.
+/// Key of `plinth_ct4`: 0 `ep_id` 4 saddr 8 daddr 12 sport 14 dport 16 proto 17 dir 18 pad; 20 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -130,12 +130,14 @@ pub struct CtKey {
     pub pad: u16,
 }
 
-/// Value of `plinth_ct`: 0 `expires_ns` 8 `policy_id` 12 rule 14 flags 15 pad; 16 bytes.
+/// Value of `plinth_ct4`: 0 `expires_ns` 8 `last_event_ns` 16 `policy_id` 20 rule 22 flags 23 pad; 24 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtValue {
-    /// Monotonic expiry time.
+    /// Monotonic expiry time (`CLOCK_MONOTONIC`, as `bpf_ktime_get_ns`).
     pub expires_ns: u64,
+    /// Time of the flow's last event (its event rate limit).
+    pub last_event_ns: u64,
     /// Policy that allowed the flow.
     pub policy_id: u32,
     /// Rule that allowed the flow.
@@ -188,9 +190,14 @@ pub struct FlowEvent {
     pub verdict: u8,
     /// Reason code.
     pub reason: u8,
+    /// [`EVENT_UNTRACKED`] or 0.
+    pub flags: u8,
     /// Padding.
-    pub pad: [u8; 6],
+    pub pad: [u8; 5],
 }
+
+/// Flow event flag: allowed, but not remembered (conntrack is full).
+pub const EVENT_UNTRACKED: u8 = 1;
 
 impl FlowEvent {
     /// Size of one ring buffer record.
@@ -219,7 +226,8 @@ impl FlowEvent {
             dir: b[39],
             verdict: b[40],
             reason: b[41],
-            pad: [0; 6],
+            flags: b[42],
+            pad: [0; 5],
         })
     }
 }
@@ -299,6 +307,7 @@ mod tests {
             offset_of!(CtKey, pad),
             size_of::<CtValue>(),
             offset_of!(CtValue, expires_ns),
+            offset_of!(CtValue, last_event_ns),
             offset_of!(CtValue, policy_id),
             offset_of!(CtValue, rule),
             offset_of!(CtValue, flags),
@@ -321,6 +330,7 @@ mod tests {
             offset_of!(FlowEvent, dir),
             offset_of!(FlowEvent, verdict),
             offset_of!(FlowEvent, reason),
+            offset_of!(FlowEvent, flags),
             offset_of!(FlowEvent, pad),
         ];
         assert_eq!(rust, c, "Rust mirror differs from bpf/lib/types.h");

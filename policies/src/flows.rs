@@ -25,12 +25,13 @@ pub fn reason_name(code: u8) -> &'static str {
         20 => "malformed",
         32 => "ct-insert-failed",
         33 => "events-lost",
+        34 => "ct-full",
         _ => "unknown",
     }
 }
 
 /// Every reason code, for metrics.
-pub const REASON_CODES: [u8; 13] = [1, 2, 3, 4, 5, 6, 16, 17, 18, 19, 20, 32, 33];
+pub const REASON_CODES: [u8; 14] = [1, 2, 3, 4, 5, 6, 16, 17, 18, 19, 20, 32, 33, 34];
 
 /// Protocol name of an IP protocol number.
 pub fn proto_name(p: u8) -> String {
@@ -85,6 +86,10 @@ pub struct Flow {
     pub peer_identity: u32,
     /// Interface index the packet was seen on.
     pub ifindex: u32,
+    /// Allowed but not remembered: conntrack is full, so each packet of the
+    /// flow is decided by the rules again and its replies may be denied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 impl Flow {
@@ -124,6 +129,7 @@ impl Flow {
             policy,
             peer_identity: e.peer_id,
             ifindex: e.ifindex,
+            untracked: e.flags & abi::EVENT_UNTRACKED != 0,
         }
     }
 
@@ -137,8 +143,13 @@ impl Flow {
             (Some(p), Some(r)) => format!(" by {p} {r}"),
             _ => String::new(),
         };
+        let untracked = if self.untracked {
+            " [untracked: conntrack full]"
+        } else {
+            ""
+        };
         format!(
-            "{} -> {} {} {} {} ({}){by}",
+            "{} -> {} {} {} {} ({}){by}{untracked}",
             end(&self.source),
             end(&self.destination),
             self.protocol,
@@ -232,8 +243,22 @@ mod tests {
             dir: abi::DIR_INGRESS,
             verdict: abi::VERDICT_ALLOWED,
             reason: 1,
-            pad: [0; 6],
+            flags: 0,
+            pad: [0; 5],
         }
+    }
+
+    #[test]
+    fn an_untracked_flow_says_so_in_text_and_json() {
+        let mut e = event();
+        e.flags = abi::EVENT_UNTRACKED;
+        let f = Flow::from_event(&e, |_| None, |_| None);
+        assert!(f.untracked);
+        assert!(f.to_text().ends_with("[untracked: conntrack full]"), "{}", f.to_text());
+        let json = serde_json::to_string(&f).expect("json");
+        assert!(json.contains("\"untracked\":true"), "{json}");
+        let plain = Flow::from_event(&event(), |_| None, |_| None);
+        assert!(!serde_json::to_string(&plain).expect("json").contains("untracked"));
     }
 
     #[test]

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 
+/// The bridge of [`TestNet::new_bridged`].
+pub const BRIDGE: &str = "plb0";
+
 /// Address of the node on every host-side veth; pods route 198.18.0.0/15 via it.
 pub const NODE_GW: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
 
@@ -176,6 +179,52 @@ impl TestNet {
             ip(&["-n", &node, "addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
             ip(&["-n", &node, "link", "set", &host_if, "up"])?;
             ip(&["-n", &node, "route", "add", &a32, "dev", &host_if, "scope", "link"])?;
+        }
+        Ok(net)
+    }
+
+    /// Creates a node namespace with a Linux bridge `plb0` (198.18.0.1/24)
+    /// and `n` pods on it, 198.18.0.10, .11, ... in 198.18.0.0/24, their
+    /// host-side veths `plh<i>` ports of the bridge: the layout of
+    /// bridge-based CNIs, with no /32 route per pod (`n` ≤ 200).
+    pub fn new_bridged(n: usize) -> Result<Self, NetnsError> {
+        let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let node = format!("plinth-{tag}-node");
+        let mut net = Self {
+            node: node.clone(),
+            pods: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            servers: Vec::new(),
+        };
+        ip(&["netns", "add", &node])?;
+        let sysctl =
+            |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
+        sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
+        sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        ip(&["-n", &node, "link", "set", "lo", "up"])?;
+        ip(&["-n", &node, "link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["-n", &node, "addr", "add", "198.18.0.1/24", "dev", BRIDGE])?;
+        ip(&["-n", &node, "link", "set", BRIDGE, "up"])?;
+        for i in 0..n {
+            let pod_ns = format!("plinth-{tag}-p{i}");
+            let host_if = format!("plh{i}");
+            let addr = Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(200).min(200));
+            ip(&["netns", "add", &pod_ns])?;
+            net.pods.push(PodNet {
+                netns: pod_ns.clone(),
+                host_if: host_if.clone(),
+                ip: addr,
+            });
+            sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            ip(&[
+                "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns,
+            ])?;
+            ip(&["-n", &pod_ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &pod_ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&["-n", &pod_ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &node, "link", "set", &host_if, "master", BRIDGE])?;
+            ip(&["-n", &node, "link", "set", &host_if, "up"])?;
         }
         Ok(net)
     }

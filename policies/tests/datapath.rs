@@ -463,3 +463,176 @@ fn written_entry_by_entry_the_same_change_shows_packets_a_mixed_state() {
     }
     panic!("no mixed state seen in 5 in-place applies (probe rounds per apply: {attempts:?})");
 }
+
+/// Runs x/a's ingress program on `pkt` once; the verdict.
+fn run_to_pod(m: &mut Model, ifindex: u32, pkt: &[u8]) -> u32 {
+    let dp = m.datapath.as_mut().expect("datapath");
+    let p: &aya::programs::SchedClassifier = dp
+        .ebpf()
+        .program("plinth_to_pod")
+        .expect("prog")
+        .try_into()
+        .expect("classifier");
+    plinth_policies::testrun::run(p, ifindex, pkt, 1).expect("test run").0
+}
+
+/// Total over CPUs of `plinth_metrics[code]`.
+fn metric(m: &mut Model, code: u32) -> u64 {
+    let dp = m.datapath.as_mut().expect("datapath");
+    let metrics: PerCpuArray<&MapData, Counter> =
+        PerCpuArray::try_from(dp.ebpf().map("plinth_metrics").expect("metrics")).expect("percpu");
+    metrics.get(&code, 0).expect("metric").iter().map(|c| c.packets).sum()
+}
+
+/// Replaces the model's datapath with one loaded with `cfg` (same pin directory).
+fn reload(m: &mut Model, cfg: Config) {
+    if let Some(dp) = m.datapath.take() {
+        dp.teardown().expect("teardown");
+    }
+    m.datapath = Some(
+        Datapath::load(&Config {
+            pin_dir: m.pin_dir.clone(),
+            ..cfg
+        })
+        .expect("load"),
+    );
+}
+
+#[test]
+fn expired_conntrack_entries_are_collected_by_the_agent_and_live_ones_kept() {
+    use plinth_policies::abi::{CtKey, CtValue, DIR_INGRESS};
+    use plinth_policies::load::ct_gc::{CT4, monotonic_ns};
+    use plinth_policies::testrun::{self, TC_ACT_OK, TCP_SYN};
+    netns::ensure_bpffs().expect("bpffs");
+    let mut m = Model::new().expect("model");
+    reload(
+        &mut m,
+        Config {
+            ct_lifetime_tcp: Duration::from_secs(1),
+            ct_lifetime_other: Duration::from_secs(3600),
+            ..Config::default()
+        },
+    );
+    m.world.policies.push(policy(
+        "metadata: {name: allow-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]",
+    ));
+    m.apply().expect("apply");
+    let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let (src, dst) = (m.world.pods[yb].ip, m.world.pods[xa].ip);
+    // A TCP flow (lifetime 1 s) and a UDP flow (1 h).
+    let tcp = testrun::ipv4_packet_flags(src, dst, 6, 43000, 80, TCP_SYN);
+    let udp = testrun::ipv4_packet(src, dst, 17, 43001, 80);
+    assert_eq!(run_to_pod(&mut m, ifindex, &tcp), TC_ACT_OK);
+    assert_eq!(run_to_pod(&mut m, ifindex, &udp), TC_ACT_OK);
+    let key = |proto: u8, sport: u16| CtKey {
+        ep_id: m.compiled.as_ref().expect("compiled").endpoints[m.world.pods[xa].interface.as_deref().expect("iface")]
+            .ep_id,
+        saddr: src.octets(),
+        daddr: dst.octets(),
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto,
+        dir: DIR_INGRESS,
+        pad: 0,
+    };
+    let (tcp_key, udp_key) = (key(6, 43000), key(17, 43001));
+    let present = |m: &mut Model, k: &CtKey| {
+        let dp = m.datapath.as_mut().expect("datapath");
+        let ct: aya::maps::HashMap<&MapData, CtKey, CtValue> =
+            aya::maps::HashMap::try_from(dp.ebpf().map(CT4).expect("ct map")).expect("hash");
+        ct.get(k, 0).is_ok()
+    };
+    assert!(present(&mut m, &tcp_key) && present(&mut m, &udp_key));
+
+    // Both live: nothing collected.
+    let dp = m.datapath.as_mut().expect("datapath");
+    let r = dp.ct_gc().expect("gc");
+    assert_eq!((r.scanned, r.deleted), (2, 0), "{r:?}");
+    assert_eq!(r.capacity, 262_144);
+
+    // The TCP entry expires after 1 s and goes; the UDP entry stays.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = m.datapath.as_mut().expect("datapath").ct_gc().expect("gc");
+    assert_eq!((r.scanned, r.deleted), (2, 1), "{r:?}");
+    assert!(!present(&mut m, &tcp_key), "expired TCP entry collected");
+    assert!(present(&mut m, &udp_key), "live UDP entry kept");
+
+    // An hour later by the collector's clock, the UDP entry goes too.
+    let later = monotonic_ns() + 3_601_000_000_000;
+    let r = m.datapath.as_mut().expect("datapath").ct_gc_at(later).expect("gc");
+    assert_eq!((r.scanned, r.deleted, r.remaining()), (1, 1, 0), "{r:?}");
+}
+
+#[test]
+fn a_full_conntrack_table_still_decides_new_flows_with_a_counter_and_an_untracked_event() {
+    use plinth_policies::abi::{EVENT_UNTRACKED, VERDICT_ALLOWED};
+    use plinth_policies::testrun::{self, TC_ACT_OK, TC_ACT_SHOT};
+    const CT_FULL: u32 = 34;
+    netns::ensure_bpffs().expect("bpffs");
+    let mut m = Model::new().expect("model");
+    reload(
+        &mut m,
+        Config {
+            ct_max_entries: Some(4),
+            ..Config::default()
+        },
+    );
+    m.world.policies.push(policy(
+        "metadata: {name: allow-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]",
+    ));
+    m.apply().expect("apply");
+    let (xa, yb, zc) = (pod(&m, "x", "a"), pod(&m, "y", "b"), pod(&m, "z", "c"));
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let dp = m.datapath.as_mut().expect("datapath");
+    let mut ring = RingBuf::try_from(dp.ebpf().take_map("plinth_events").expect("events map")).expect("ringbuf");
+    while ring.next().is_some() {}
+
+    // Ten allowed flows into a table of four: all pass (decided by the
+    // rules), the ones that find no room are counted and flagged.
+    let (src, dst) = (m.world.pods[yb].ip, m.world.pods[xa].ip);
+    for i in 0..10 {
+        let pkt = testrun::ipv4_packet(src, dst, 6, 44000 + i, 80);
+        assert_eq!(
+            run_to_pod(&mut m, ifindex, &pkt),
+            TC_ACT_OK,
+            "allowed flow {i} with the table full"
+        );
+    }
+    let full = metric(&mut m, CT_FULL);
+    assert!(full >= 6, "ct-full counted for the flows without room: {full}");
+    // Still enforced: a peer the policy does not allow is denied.
+    let denied = testrun::ipv4_packet(m.world.pods[zc].ip, dst, 6, 44100, 80);
+    assert_eq!(
+        run_to_pod(&mut m, ifindex, &denied),
+        TC_ACT_SHOT,
+        "denied with the table full"
+    );
+
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        events.push(FlowEvent::from_bytes(&item).expect("event"));
+    }
+    let allowed: Vec<&FlowEvent> = events
+        .iter()
+        .filter(|e| e.verdict == VERDICT_ALLOWED && (44000..44010).contains(&u16::from_be(e.sport)))
+        .collect();
+    assert_eq!(allowed.len(), 10, "one event per allowed flow: {events:?}");
+    let untracked = allowed.iter().filter(|e| e.flags & EVENT_UNTRACKED != 0).count();
+    assert_eq!(
+        u64::try_from(untracked).expect("count"),
+        full,
+        "untracked events = ct-full count"
+    );
+    assert!(allowed.iter().all(|e| e.reason == 1), "reason allowed-by-policy");
+
+    // Collected (as if hours later), the table takes new flows again.
+    let later = plinth_policies::load::ct_gc::monotonic_ns() + 7 * 3600 * 1_000_000_000;
+    let r = m.datapath.as_mut().expect("datapath").ct_gc_at(later).expect("gc");
+    assert_eq!((r.scanned, r.deleted, r.capacity), (4, 4, 4), "{r:?}");
+    let pkt = testrun::ipv4_packet(src, dst, 6, 44200, 80);
+    assert_eq!(run_to_pod(&mut m, ifindex, &pkt), TC_ACT_OK);
+    assert_eq!(metric(&mut m, CT_FULL), full, "room again after the collection");
+}

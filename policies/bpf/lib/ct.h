@@ -47,23 +47,26 @@ static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u8 
  * @key: the packet's tuple for its endpoint and direction
  * @tcp_flags: TCP flags (0 for other protocols)
  * @now: bpf_ktime_get_ns()
+ * @fwd: set to the flow's own entry when one exists, also an expired one or
+ *       one a bare SYN did not count: a new flow's verdict rewrites it in
+ *       place (ct_create) instead of a second map operation
  *
  * A bare SYN never counts as established: a new connection on a reused
  * tuple is decided by the rules in force now, not by an old entry.
  *
  * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
  */
-static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_flags, __u64 now)
+static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_flags, __u64 now,
+				     struct plinth_ct_value **fwd)
 {
 	struct plinth_ct_key rev;
 	struct plinth_ct_value *v;
 	int syn = (tcp_flags & (PLINTH_TCP_SYN | PLINTH_TCP_ACK)) == PLINTH_TCP_SYN;
 
-	if (!syn) {
-		v = bpf_map_lookup_elem(&plinth_ct, key);
-		if (v && __ct_hit(v, key->proto, tcp_flags, now))
-			return PLINTH_CT_ESTABLISHED;
-	}
+	v = bpf_map_lookup_elem(&plinth_ct4, key);
+	*fwd = v;
+	if (v && !syn && __ct_hit(v, key->proto, tcp_flags, now))
+		return PLINTH_CT_ESTABLISHED;
 
 	rev.ep_id = key->ep_id;
 	rev.saddr = key->daddr;
@@ -73,31 +76,66 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_f
 	rev.proto = key->proto;
 	rev.dir = key->dir == PLINTH_DIR_INGRESS ? PLINTH_DIR_EGRESS : PLINTH_DIR_INGRESS;
 	rev.pad = 0;
-	v = bpf_map_lookup_elem(&plinth_ct, &rev);
+	v = bpf_map_lookup_elem(&plinth_ct4, &rev);
 	if (v && __ct_hit(v, key->proto, tcp_flags, now))
 		return PLINTH_CT_REPLY;
 	return PLINTH_CT_NEW;
 }
 
+#define PLINTH_CT_CREATED 0  /* a new entry: the flow's first event is due */
+#define PLINTH_CT_REWRITTEN 1 /* the flow's entry existed: its rate limit decides */
+
 /**
  * ct_create - remember an allowed new flow
  * @key: the flow's tuple
+ * @fwd: the flow's existing entry from ct_lookup, or NULL
  * @policy_id: the deciding policy (0: none)
  * @rule: the deciding rule
  * @now: bpf_ktime_get_ns()
  *
- * Returns: 0, or a negative error from the map update.
+ * An existing entry is rewritten in place; otherwise one insert. A
+ * concurrent insert of the same flow on another CPU counts as created.
+ *
+ * Returns: PLINTH_CT_CREATED, PLINTH_CT_REWRITTEN, or a negative error of
+ * the insert (-E2BIG: the table is full).
  */
-static __always_inline long ct_create(const struct plinth_ct_key *key, __u32 policy_id,
-				      __u16 rule, __u64 now)
+static __always_inline long ct_create(const struct plinth_ct_key *key, struct plinth_ct_value *fwd,
+				      __u32 policy_id, __u16 rule, __u64 now)
 {
 	struct plinth_ct_value v = {
 		.expires_ns = now + __ct_lifetime(key->proto),
+		.last_event_ns = now,
 		.policy_id = policy_id,
 		.rule = rule,
 	};
+	long err;
 
-	return bpf_map_update_elem(&plinth_ct, key, &v, BPF_ANY);
+	if (fwd) {
+		fwd->expires_ns = v.expires_ns;
+		fwd->policy_id = policy_id;
+		fwd->rule = rule;
+		return PLINTH_CT_REWRITTEN;
+	}
+	err = bpf_map_update_elem(&plinth_ct4, key, &v, BPF_NOEXIST);
+	if (err == -17 /* EEXIST */)
+		return PLINTH_CT_CREATED;
+	return err;
+}
+
+/**
+ * ct_event_due - the per-flow event rate limit kept in the flow's entry
+ * @v: the flow's entry
+ * @interval: minimum gap between two events of the flow
+ * @now: bpf_ktime_get_ns()
+ *
+ * Returns: 1 when an event is due (and records it), else 0.
+ */
+static __always_inline int ct_event_due(struct plinth_ct_value *v, __u64 interval, __u64 now)
+{
+	if (now - v->last_event_ns < interval)
+		return 0;
+	v->last_event_ns = now;
+	return 1;
 }
 
 #endif

@@ -6,14 +6,21 @@
 #include <bpf/bpf_helpers.h>
 #include "types.h"
 
-/* Allowed flows per endpoint and direction: replies and established packets
- * pass on a hit without a policy lookup. LRU: the oldest flows go first. */
+#define PLINTH_CT4_MAX 262144
+
+/* Allowed IPv4 flows per endpoint and direction: replies and established
+ * packets pass on a hit without a policy lookup. A preallocated hash, not an
+ * LRU: an insert pops a per-CPU free list instead of taking the LRU's locks.
+ * Nothing is evicted: the agent deletes expired entries (load/ct_gc.rs), and
+ * when the table is full a new flow is still decided by the rules, only not
+ * remembered (counter ct-full, events flagged untracked). Replaces the LRU
+ * plinth_ct (retired pin). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct plinth_ct_key);
 	__type(value, struct plinth_ct_value);
-	__uint(max_entries, 262144);
+	__uint(max_entries, PLINTH_CT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} plinth_ct SEC(".maps");
+} plinth_ct4 SEC(".maps");
 
 #endif

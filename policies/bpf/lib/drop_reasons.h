@@ -18,8 +18,9 @@
 #define PLINTH_DROP_FRAGMENT 19     /* non-first IPv4 fragment without state */
 #define PLINTH_DROP_MALFORMED 20    /* truncated headers */
 
-#define PLINTH_ERR_CT_INSERT 32     /* conntrack update failed */
+#define PLINTH_ERR_CT_INSERT 32     /* conntrack insert failed, other than full */
 #define PLINTH_ERR_EVENTS_LOST 33   /* ring buffer full */
+#define PLINTH_ERR_CT_FULL 34       /* conntrack full: an allowed flow is not remembered */
 
 #define PLINTH_METRICS_MAX 64
 

@@ -94,9 +94,12 @@ struct plinth_ct_key {
 	__u16 pad;
 };
 
-/* conntrack value: 0 expires_ns 8 policy_id 12 rule 14 flags 15 pad; 16 bytes. */
+/* conntrack value (plinth_ct4; the retired plinth_ct had 16 bytes without
+ * last_event_ns): 0 expires_ns 8 last_event_ns 16 policy_id 20 rule 22 flags
+ * 23 pad; 24 bytes. */
 struct plinth_ct_value {
 	__u64 expires_ns;
+	__u64 last_event_ns; /* the flow's last event: its rate limit */
 	__u32 policy_id;
 	__u16 rule;
 	__u8 flags;
@@ -109,10 +112,13 @@ struct plinth_counter {
 	__u64 bytes;
 };
 
+/* Flow event flags. */
+#define PLINTH_EVENT_UNTRACKED (1U << 0) /* allowed, but conntrack is full */
+
 /* ring buffer flow event:
  * 0 ts_ns 8 saddr 12 daddr 16 sport 18 dport 20 ep_id 24 ifindex
  * 28 peer_id 32 policy_id 36 rule 38 proto 39 dir 40 verdict 41 reason
- * 42 pad; 48 bytes. */
+ * 42 flags 43 pad; 48 bytes. */
 struct plinth_flow_event {
 	__u64 ts_ns;
 	__be32 saddr;
@@ -128,7 +134,8 @@ struct plinth_flow_event {
 	__u8 dir;
 	__u8 verdict;
 	__u8 reason;
-	__u8 pad[6];
+	__u8 flags;
+	__u8 pad[5];
 };
 
 #endif

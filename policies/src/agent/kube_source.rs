@@ -1,8 +1,8 @@
 //! The Kubernetes source: watches all Pods, Namespaces and NetworkPolicies and turns them into a world.
 //!
 //! All pods count for identities (peers live on other nodes too); pods
-//! scheduled to this node with a direct /32 route get an interface and an
-//! endpoint. Host-network pods and pods without an IP are left out.
+//! scheduled to this node with a direct /32 route, or a port on a bridge
+//! where their MAC was learned, get an interface and an endpoint. Host-network pods and pods without an IP are left out.
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod};
@@ -14,13 +14,15 @@ use tokio::sync::watch;
 
 use crate::world::{NAMESPACE_NAME_LABEL, NamedPort, Namespace, Pod, World};
 
-/// Builds the world from the caches; `table` is `/proc/net/route`.
+/// Builds the world from the caches; `table` is `/proc/net/route`, and
+/// `off_route` finds the interface of a local pod without a /32 route.
 pub fn world_from(
     pods: &[std::sync::Arc<K8sPod>],
     namespaces: &[std::sync::Arc<K8sNamespace>],
     policies: &[std::sync::Arc<NetworkPolicy>],
     node: &str,
     table: &str,
+    off_route: &dyn Fn(std::net::Ipv4Addr) -> Option<String>,
 ) -> World {
     let mut w = World::default();
     for ns in namespaces {
@@ -67,7 +69,7 @@ pub fn world_from(
             labels: p.metadata.labels.clone().unwrap_or_default(),
             ip,
             interface: if local {
-                super::routes::interface_for(table, ip)
+                super::routes::interface_for(table, ip).or_else(|| off_route(ip))
             } else {
                 None
             },
@@ -130,7 +132,14 @@ pub async fn run_with_routes(
             continue;
         }
         let table = routes();
-        let w = world_from(&pods.state(), &nss.state(), &pols.state(), &node, &table);
+        let w = world_from(
+            &pods.state(),
+            &nss.state(),
+            &pols.state(),
+            &node,
+            &table,
+            &super::bridge::interface_for,
+        );
         let _ = tx.send(Some(w));
     }
 }
@@ -164,7 +173,7 @@ mod tests {
         let table = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
             cali1\t0B0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n\
             cali2\t0C0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n";
-        let w = world_from(&pods, &ns, &[], "n1", table);
+        let w = world_from(&pods, &ns, &[], "n1", table, &|_| None);
         assert_eq!(w.namespaces[0].labels.len(), 1, "the implicit name label is not stored");
         let names: Vec<&str> = w.pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);

@@ -30,6 +30,7 @@ pub struct Metrics {
     map_full: Family<Labels, Counter>,
     applies: Family<Labels, Counter>,
     changes: Counter,
+    ct_deleted: Counter,
     // Last kernel readings, to turn kernel totals into counter increments.
     last: Mutex<HashMap<String, u64>>,
 }
@@ -53,6 +54,7 @@ impl Metrics {
             map_full: Family::default(),
             applies: Family::default(),
             changes: Counter::default(),
+            ct_deleted: Counter::default(),
             last: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -74,6 +76,11 @@ impl Metrics {
         );
         registry.register("applies", "Policy applications by result", m.applies.clone());
         registry.register("map_changes", "Map entries written or deleted", m.changes.clone());
+        registry.register(
+            "ct_gc_deleted",
+            "Expired conntrack entries deleted by the agent",
+            m.ct_deleted.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -96,6 +103,17 @@ impl Metrics {
             .get_or_create(&vec![("result".to_owned(), "ok".to_owned())])
             .inc();
         self.changes.inc_by(changes as u64);
+    }
+
+    /// A conntrack collection ran.
+    pub fn ct_collected(&self, r: &crate::load::ct_gc::GcReport) {
+        self.ct_deleted.inc_by(r.deleted as u64);
+        self.map_entries
+            .get_or_create(&vec![("map".to_owned(), crate::load::ct_gc::CT4.to_owned())])
+            .set(r.remaining() as i64);
+        if r.remaining() >= r.capacity {
+            self.map_full(crate::load::ct_gc::CT4);
+        }
     }
 
     /// An apply failed.

@@ -6,6 +6,7 @@
 //! the changed map entries. On exit it leaves maps and links pinned, so
 //! enforcement continues until the next agent takes over.
 
+pub mod bridge;
 pub mod events;
 pub mod kube_source;
 pub mod metrics;
@@ -47,7 +48,13 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Unix socket serving flows as JSON lines.
     pub flows_socket: Option<PathBuf>,
+    /// First gap between conntrack collections (then adapted to the load,
+    /// within [`crate::load::ct_gc::GC_MIN`] and [`crate::load::ct_gc::GC_MAX`]).
+    pub ct_gc_interval: Duration,
 }
+
+/// First gap between conntrack collections, by default.
+pub const DEFAULT_CT_GC_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Names behind addresses and policy ids, for flow events.
 #[derive(Debug, Default)]
@@ -67,12 +74,13 @@ impl Names {
     }
 }
 
-/// Fills the interface of each pod that has a direct /32 route on this node.
+/// Fills the interface of each pod that has a direct /32 route on this node,
+/// or else a port on a bridge where its MAC was learned ([`bridge`]).
 pub fn resolve_local_interfaces(world: &mut World) {
     let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
     for p in &mut world.pods {
         if p.interface.is_none() {
-            p.interface = routes::interface_for(&table, p.ip);
+            p.interface = routes::interface_for(&table, p.ip).or_else(|| bridge::interface_for(p.ip));
         }
     }
 }
@@ -139,6 +147,9 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
 
     let mut prev: Option<Compiled> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut gc_every = opts.ct_gc_interval;
+    let gc = tokio::time::sleep(gc_every);
+    tokio::pin!(gc);
     loop {
         tokio::select! {
             changed = rx.changed() => {
@@ -182,6 +193,16 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
             }
             _ = tick.tick() => {
                 metrics.refresh(&mut datapath, prev.as_ref());
+            }
+            () = &mut gc => {
+                match datapath.ct_gc() {
+                    Ok(r) => {
+                        metrics.ct_collected(&r);
+                        gc_every = crate::load::ct_gc::next_interval(gc_every, &r);
+                    }
+                    Err(e) => tracing::error!(error = %e, "conntrack collection failed; retrying"),
+                }
+                gc.as_mut().reset(tokio::time::Instant::now() + gc_every);
             }
             () = &mut stop => {
                 tracing::info!("stopping; maps and links stay pinned, enforcement continues");

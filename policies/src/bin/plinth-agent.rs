@@ -41,6 +41,9 @@ enum Cmd {
         /// Serve flows (JSON lines) on this Unix socket.
         #[arg(long, default_value = DEFAULT_SOCKET)]
         flows_socket: PathBuf,
+        /// Seconds before the first conntrack collection (then adapted to the load, 1 to 60).
+        #[arg(long, default_value_t = 10)]
+        ct_gc_interval: u64,
     },
     /// Follow flow verdicts from a running agent, like `hubble observe`.
     Flows {
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
             pin_dir,
             metrics_addr,
             flows_socket,
+            ct_gc_interval,
         } => {
             let source = match (world, node) {
                 (Some(w), _) => Source::File(w),
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
                 },
                 metrics_addr: Some(metrics_addr),
                 flows_socket: Some(flows_socket),
+                ct_gc_interval: std::time::Duration::from_secs(ct_gc_interval),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

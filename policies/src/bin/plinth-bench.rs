@@ -108,6 +108,7 @@ struct PacketRow {
     established: f64,
     new_allowed: f64,
     new_allowed_event: f64,
+    new_distinct: f64,
     new_denied: f64,
     cold_new: f64,
     cold_nop: f64,
@@ -136,6 +137,12 @@ fn bench_datapath(pin_dir: &std::path::Path, rules: usize, client: Ipv4Addr, cfg
     dp.apply(&synthetic(rules, "lo", Some(client), 80))?;
     let nop: &mut SchedClassifier = dp.ebpf().program_mut("plinth_bench_nop").context("nop")?.try_into()?;
     nop.load()?;
+    let new_flow: &mut SchedClassifier = dp
+        .ebpf()
+        .program_mut("plinth_bench_new_flow")
+        .context("new-flow program")?
+        .try_into()?;
+    new_flow.load()?;
     Ok(dp)
 }
 
@@ -154,7 +161,22 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
         let denied_pkt = testrun::ipv4_packet(stranger, dst, 6, 40000, 80);
 
         // Established: one allowed flow; the first run creates its entry.
-        let dp = bench_datapath(&pin_dir, rules, client, Config::default())?;
+        let mut dp = bench_datapath(&pin_dir, rules, client, Config::default())?;
+        // New flows, distinct: every run a new conntrack key (real inserts) and
+        // a new event; 10,000 per run so the ring buffer holds them, drained
+        // between runs.
+        let mut distinct = Vec::new();
+        for _ in 0..5 {
+            let (v, d) = testrun::run(prog(&dp, "plinth_bench_new_flow")?, 1, &pkt, 10_000)?;
+            if v != testrun::TC_ACT_OK {
+                bail!("distinct new flow was dropped ({v})");
+            }
+            distinct.push(d.as_nanos() as f64);
+            let ring = dp.ebpf().map_mut("plinth_events").context("plinth_events")?;
+            let mut ring = aya::maps::RingBuf::try_from(ring)?;
+            while ring.next().is_some() {}
+        }
+        let new_distinct = median(distinct);
         let p = prog(&dp, "plinth_to_pod")?;
         let (v, _) = testrun::run(p, 1, &pkt, 1)?;
         if v != testrun::TC_ACT_OK {
@@ -203,6 +225,7 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
             established,
             new_allowed,
             new_allowed_event,
+            new_distinct,
             new_denied,
             cold_new: median(cold_new),
             cold_nop: median(cold_nop),
@@ -523,28 +546,30 @@ fn main() -> anyhow::Result<()> {
         );
         let _ = writeln!(
             md,
-            "Warm: the kernel's mean over 200,000 repetitions of one packet (median of 5). Harness = an empty classifier run the same way. Established = conntrack hit. New = conntrack miss, ipcache and policy lookups, conntrack write, counters, the flow's event rate-limited (one per flow per second); new + event = an event on every packet. Denied = every lookup misses (six hash lookups), drop counted, event rate-limited. Cold = distinct new flows, one run per syscall (cold caches), median.\n"
+            "Warm: the kernel's mean over 200,000 repetitions of one packet (median of 5). Harness = an empty classifier run the same way. Established = conntrack hit. New = the same packet re-decided on every run (conntrack lifetime 0: the entry found is expired), ipcache and policy lookups, the conntrack entry rewritten, counters, the flow's event rate-limited (one per flow per second); new + event = an event on every packet. New distinct = every run a distinct flow (a bench-only program varies the conntrack key): a real conntrack insert and a flow event each, mean of 10,000 runs (median of 5). Denied = every lookup misses (six hash lookups), drop counted, event rate-limited. Cold = distinct new flows, one run per syscall (cold caches), median.\n"
         );
         let _ = writeln!(
             md,
-            "| rules | harness | established | new | new + event | denied | established − harness | new − harness | cold new | cold harness |"
+            "| rules | harness | established | new | new + event | new distinct | denied | established − harness | new − harness | new distinct − harness | cold new | cold harness |"
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut rows = Vec::new();
         for &n in &args.packet_rules {
             eprintln!("per-packet: {n} rules");
             let r = packet_bench(n)?;
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 r.rules,
                 r.nop,
                 r.established,
                 r.new_allowed,
                 r.new_allowed_event,
+                r.new_distinct,
                 r.new_denied,
                 r.established - r.nop,
                 r.new_allowed - r.nop,
+                r.new_distinct - r.nop,
                 r.cold_new,
                 r.cold_nop
             );

@@ -34,8 +34,9 @@ pub const GEN_IPCACHE: &str = "plinth_ipc_gen";
 pub const GEN_POLICY: &str = "plinth_pol_gen";
 /// endPort rules of each generation.
 pub const GEN_RANGES: &str = "plinth_rng_gen";
-/// Maps of earlier versions, pinned by name before generations existed.
-pub const RETIRED_PINS: [&str; 4] = [IPCACHE, ENDPOINTS, POLICY, RANGES];
+/// Maps of earlier versions: pinned by name before generations existed, and
+/// the LRU conntrack `plinth_ct` that `plinth_ct4` replaced.
+pub const RETIRED_PINS: [&str; 5] = [IPCACHE, ENDPOINTS, POLICY, RANGES, "plinth_ct"];
 
 /// `BPF_F_NO_PREALLOC`: inner maps allocate entries as they are written (gen_map.h).
 const NO_PREALLOC: u32 = 1;

@@ -7,6 +7,7 @@
 //! keep their conntrack entries throughout.
 
 pub mod attach;
+pub mod ct_gc;
 pub mod maps;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct Config {
     pub ct_lifetime_close: Duration,
     /// Override of `plinth_policy` max entries (tests of map exhaustion).
     pub policy_max_entries: Option<u32>,
+    /// Override of `plinth_ct4` max entries (tests of a full conntrack table).
+    pub ct_max_entries: Option<u32>,
     /// How changes reach the maps.
     pub update: UpdateMode,
 }
@@ -67,6 +70,7 @@ impl Default for Config {
             ct_lifetime_other: Duration::from_secs(60),
             ct_lifetime_close: Duration::from_secs(10),
             policy_max_entries: None,
+            ct_max_entries: None,
             update: UpdateMode::Auto,
         }
     }
@@ -164,6 +168,9 @@ impl Datapath {
             .override_global("ct_lifetime_tcp_ns", &ct_tcp, true)
             .override_global("ct_lifetime_other_ns", &ct_other, true)
             .override_global("ct_lifetime_close_ns", &ct_close, true);
+        if let Some(n) = cfg.ct_max_entries {
+            loader.map_max_entries(ct_gc::CT4, n);
+        }
         let capacity = Capacity {
             policy: cfg.policy_max_entries.unwrap_or(Capacity::default().policy),
             ..Capacity::default()
