@@ -19,6 +19,7 @@ pub mod http;
 pub mod index;
 pub mod kinds;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod prune;
 pub mod status;
