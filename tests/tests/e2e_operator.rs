@@ -1257,6 +1257,131 @@ async fn two_replicas_with_leader_election_never_both_write() {
     drop(follower);
 }
 
+#[tokio::test]
+async fn local_a_malformed_application_is_reported_and_the_others_keep_reconciling() {
+    init_tracing();
+    // A control plane of its own: the Application CRD here stores any spec, as a server that did not check it (or
+    // an object written before a schema change) would have.
+    let cp = ControlPlane::start().await;
+    install(&cp).await;
+    let mut crd = plinth_api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Application")
+        .unwrap();
+    for version in &mut crd.spec.versions {
+        let schema = version.schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+        let spec =
+            serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})).unwrap();
+        schema.properties.as_mut().unwrap().insert("spec".into(), spec);
+    }
+    cp.install_crd(&crd).await;
+    let ns = cp.namespace("op-malformed").await;
+    let client = cp.client().await;
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &kube::core::ApiResource::erase::<Application>(&()),
+    );
+    let object = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": plinth_api::API_VERSION, "kind": "Application",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    raw.create(
+        &PostParams::default(),
+        &object(
+            "broken",
+            json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080, "replicas": "three"}),
+        ),
+    )
+    .await
+    .unwrap();
+    create(
+        &client,
+        ns.name(),
+        "good",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+    )
+    .await;
+    let identity = ChartIdentity::install(&cp).await;
+    let op = InProcess::start(&identity, ns.name(), Duration::from_secs(300)).await;
+
+    // The others reconcile, from the initial list and from later watch events.
+    applied(&client, ns.name(), "good").await;
+    create(
+        &client,
+        ns.name(),
+        "later",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+    )
+    .await;
+    applied(&client, ns.name(), "later").await;
+
+    // The broken one is reported in its status (written without deserializing it), an Event and a metric.
+    let deadline = Instant::now() + WAIT;
+    let degraded = loop {
+        let o = raw.get("broken").await.unwrap();
+        let conditions = o.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        if let Some(c) = conditions
+            .iter()
+            .find(|c| c["type"] == "Degraded" && c["status"] == "True")
+        {
+            break c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken Application is not reported: {}",
+            o.data
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.replicas") && message.contains("three"),
+        "{message}"
+    );
+    assert_eq!(op.metrics.invalid_applications.get(), 1);
+    assert!(op.metrics.encode().contains("plinth_invalid_applications 1"));
+    let (c, n) = (client.clone(), ns.name().to_owned());
+    eventually_async("a Warning Event about the broken Application", || {
+        let (c, n) = (c.clone(), n.clone());
+        async move {
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(c, &n)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+                        && e.reason.as_deref() == Some("InvalidSpec")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+        }
+    })
+    .await;
+    assert!(
+        get::<Deployment>(&client, ns.name(), "broken").await.is_none(),
+        "nothing rendered from it"
+    );
+
+    // Fixed, it reconciles like any other.
+    raw.patch(
+        "broken",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    applied(&client, ns.name(), "broken").await;
+    assert!(get::<Deployment>(&client, ns.name(), "broken").await.is_some());
+    assert_eq!(op.metrics.invalid_applications.get(), 0);
+    op.stop().await;
+}
+
 /// A layer on the operator's client: holds back the response to the first server-side apply of a ServiceAccount
 /// (a write in flight, for as long as the test wants), and records every write in the order its response reached
 /// the operator.

@@ -75,6 +75,9 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, AtomicI64>,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    /// Applications whose stored object does not deserialize (reported, not reconciled).
+    pub invalid_applications: Gauge,
+    invalid: Mutex<HashSet<String>>,
     pending: Mutex<HashSet<ObjectRef<Application>>>,
     states: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
@@ -103,6 +106,8 @@ impl Metrics {
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
             leader: Gauge::default(),
+            invalid_applications: Gauge::default(),
+            invalid: Mutex::default(),
             pending: Mutex::default(),
             states: Mutex::default(),
             registry: Registry::default(),
@@ -143,6 +148,11 @@ impl Metrics {
             "leader",
             "1 while this replica may write (holds the leader Lease)",
             m.leader.clone(),
+        );
+        registry.register(
+            "invalid_applications",
+            "Applications whose stored object does not deserialize: reported in their status, not reconciled",
+            m.invalid_applications.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -225,6 +235,20 @@ impl Metrics {
         }
     }
 
+    /// Records whether the Application with `uid` does not deserialize (`false` also when it is gone).
+    pub fn invalid(&self, uid: &str, invalid: bool) {
+        let mut set = lock(&self.invalid);
+        let changed = if invalid {
+            set.insert(uid.to_owned())
+        } else {
+            set.remove(uid)
+        };
+        if changed {
+            self.invalid_applications
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Counts one request to the API server.
     pub fn request<B>(&self, req: &http::Request<B>) {
         let watch = req
@@ -304,6 +328,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        m.invalid("u2", true);
+        m.invalid("u2", true);
+        assert!(m.encode().contains("plinth_invalid_applications 1"));
+        m.invalid("u2", false);
+        assert!(m.encode().contains("plinth_invalid_applications 0"));
         m.conditions("u1", None);
         assert!(
             m.encode()
