@@ -124,7 +124,8 @@ def check_watch_namespace(objs: list[dict[str, Any]]) -> None:
 
 def check_tuning(objs: list[dict[str, Any]]) -> None:
     args = container(one(objs, "Deployment"))["args"]
-    for arg in ["--concurrency=4", "--resync=30s", "--log=plinth_operator=debug", "--log-format=text"]:
+    for arg in ["--concurrency=4", "--api-qps=20", "--api-burst=30", "--resync=30s", "--log=plinth_operator=debug",
+                "--log-format=text"]:
         assert arg in args
 
 
@@ -253,7 +254,8 @@ OPTIONS: list[tuple[str, dict[str, Any], Callable[[list[dict[str, Any]]], None]]
     ("operator.watchNamespace", {"operator": {"watchNamespace": "shop"}}, check_watch_namespace),
     (
         "operator tuning",
-        {"operator": {"concurrency": 4, "resync": "30s", "logLevel": "plinth_operator=debug", "logFormat": "text"}},
+        {"operator": {"concurrency": 4, "apiQps": 20, "apiBurst": 30, "resync": "30s", "logLevel": "plinth_operator=debug",
+                      "logFormat": "text"}},
         check_tuning,
     ),
     ("operator.platform", {"operator": {"platform": {"clusterDomain": "corp.local", "defaultCpuRequest": "50m"}}},

@@ -23,6 +23,7 @@ use plinth_operator::reconcile::http::Health;
 use plinth_operator::reconcile::leader::LeaderConfig;
 use plinth_operator::reconcile::lifecycle::{self, Lifecycle, Stopped};
 use plinth_operator::reconcile::metrics::{Metrics, counted_client};
+use plinth_operator::reconcile::throttle::WriteLimit;
 use plinth_operator::reconcile::{self, Settings};
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, watch};
@@ -242,8 +243,17 @@ impl InProcess {
     /// # Panics
     /// When the client cannot be built or the caches do not sync within a minute.
     pub async fn start(identity: &ChartIdentity, namespace: &str, resync: Duration) -> InProcess {
+        InProcess::start_config(identity.config().await, namespace, resync).await
+    }
+
+    /// Starts the operator for one namespace with the identity of `config` (a test of another identity, such as
+    /// a token of the chart installed by Helm), and waits until its caches are synced.
+    ///
+    /// # Panics
+    /// When the client cannot be built or the caches do not sync within a minute.
+    pub async fn start_config(config: Config, namespace: &str, resync: Duration) -> InProcess {
         let metrics = Arc::new(Metrics::new());
-        let client = counted_client(identity.config().await, &metrics).expect("build the operator's client");
+        let client = counted_client(config, &metrics, WriteLimit::default()).expect("build the operator's client");
         let lifecycle = Lifecycle {
             settings: settings(namespace, resync),
             election: None,

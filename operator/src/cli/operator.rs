@@ -13,6 +13,7 @@ use crate::reconcile::http::{self, Health};
 use crate::reconcile::leader::LeaderConfig;
 use crate::reconcile::lifecycle::{self, Lifecycle, Stopped};
 use crate::reconcile::metrics::{Metrics, counted_client};
+use crate::reconcile::throttle::WriteLimit;
 use crate::reconcile::{Settings, error_chain};
 use crate::render::Platform;
 
@@ -50,6 +51,13 @@ pub struct OperatorArgs {
     /// Longest retry delay after errors.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub backoff_max: Duration,
+    /// API writes per second, on average (a client-side token bucket; reads and watches are not limited); 0 for no
+    /// limit.
+    #[arg(long, default_value_t = WriteLimit::default().qps)]
+    pub api_qps: u32,
+    /// Most API writes at once after a quiet spell (the token bucket's size).
+    #[arg(long, default_value_t = WriteLimit::default().burst)]
+    pub api_burst: u32,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
@@ -178,7 +186,11 @@ async fn operate(args: OperatorArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::new());
-    let client = match counted_client(config, &metrics) {
+    let limit = WriteLimit {
+        qps: args.api_qps,
+        burst: args.api_burst,
+    };
+    let client = match counted_client(config, &metrics, limit) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot build the Kubernetes client");

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, AtomicI64>,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    /// Seconds API writes waited for the client-side rate limit.
+    pub throttled: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Applications whose stored object does not deserialize (reported, not reconciled).
     pub invalid_applications: Gauge,
     invalid: Mutex<HashSet<String>>,
@@ -107,6 +109,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             leader: Gauge::default(),
             invalid_applications: Gauge::default(),
+            throttled: Counter::default(),
             invalid: Mutex::default(),
             pending: Mutex::default(),
             states: Mutex::default(),
@@ -148,6 +151,11 @@ impl Metrics {
             "leader",
             "1 while this replica may write (holds the leader Lease)",
             m.leader.clone(),
+        );
+        registry.register(
+            "api_throttled_seconds",
+            "Seconds API writes waited for the client-side rate limit (--api-qps, --api-burst)",
+            m.throttled.clone(),
         );
         registry.register(
             "invalid_applications",
@@ -274,18 +282,26 @@ impl Metrics {
     }
 }
 
-/// A client whose requests are counted in `metrics`.
+/// A client whose requests are counted in `metrics`, and whose writes are held to `limit`
+/// ([`super::throttle`]).
 ///
 /// # Errors
 /// When the client cannot be built from `config`.
-pub fn counted_client(config: kube::Config, metrics: &Arc<Metrics>) -> Result<kube::Client, kube::Error> {
+pub fn counted_client(
+    config: kube::Config,
+    metrics: &Arc<Metrics>,
+    limit: super::throttle::WriteLimit,
+) -> Result<kube::Client, kube::Error> {
     let m = Arc::clone(metrics);
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+    let counted = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         m.request(&req);
         req
     });
+    // Outermost: a write is counted when it is sent, after its wait.
+    let throttled = super::throttle::ThrottleLayer::<kube::client::Body>::new(limit, Some(Arc::clone(metrics)));
     Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&layer)
+        .with_layer(&counted)
+        .with_layer(&throttled)
         .build())
 }
 

@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod prune;
 pub mod status;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::future::Future;
