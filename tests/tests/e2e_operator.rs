@@ -1607,6 +1607,9 @@ async fn bench_convergence() {
             "--leader-election=false",
             "--concurrency",
             "32",
+            // The operator's own cost, not its client-side rate limit's: no limit.
+            "--api-qps",
+            "0",
             "--resync",
             &format!("{resync}s"),
         ],

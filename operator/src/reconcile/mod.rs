@@ -42,7 +42,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::{WatchStreamExt as _, predicates};
@@ -180,7 +180,7 @@ pub struct Context {
     applied: Mutex<HashMap<String, AppliedState>>,
     failures: Mutex<HashMap<ObjectRef<Application>, u32>>,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: events::Publisher,
     gate: WriteGate,
 }
 
@@ -219,7 +219,7 @@ impl Context {
             instance: Some("test".into()),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::Publisher::new(client.clone(), reporter),
             client,
             served: Served::newest(),
             children: Children::default(),
@@ -325,7 +325,7 @@ impl Context {
                 ..Default::default()
             };
             if !events.is_empty() && self.gate.open() {
-                events::publish(&self.recorder, &reference, events).await;
+                self.recorder.publish(&reference, events).await;
             }
         }
         Ok(())
@@ -376,7 +376,7 @@ impl Context {
             actions.push(e);
         }
         if !actions.is_empty() && self.gate.open() {
-            events::publish(&self.recorder, &app.object_ref(&()), actions).await;
+            self.recorder.publish(&app.object_ref(&()), actions).await;
         }
         self.metrics.conditions(
             app.metadata.uid.as_deref().unwrap_or_default(),
@@ -738,7 +738,7 @@ pub async fn run(
         instance: Some(settings.instance.clone()),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: events::Publisher::new(client.clone(), reporter),
         client: client.clone(),
         served: served.clone(),
         children: Children::default(),
