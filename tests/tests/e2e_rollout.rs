@@ -299,6 +299,9 @@ async fn canary_across_20_applications_in_3_steps_reaches_all_of_them_and_leaves
         r.len() == 21 && r.values().all(|(rev, ready)| *rev == Some(1) && *ready)
     })
     .await;
+    // An Application reports its Blueprint's generation until the rollout driver has recorded a revision: wait for
+    // the driver, so that the edit below is a change from revision 1 and not the first revision it sees.
+    wait_rollout(&client, bp, "revision 1 recorded", |_| {}, |r| r.revision == 1).await;
 
     put_blueprint(&client, blueprint(bp, &strategy, "2")).await;
     let mut moved_counts = BTreeSet::new();
@@ -359,6 +362,9 @@ async fn a_failed_gate_pauses_and_moves_back_exactly_the_moved_applications() {
         r.len() == 6 && r.values().all(|(rev, ready)| *rev == Some(1) && *ready)
     })
     .await;
+    // An Application reports its Blueprint's generation until the rollout driver has recorded a revision: wait for
+    // the driver, so that the edit below is a change from revision 1 and not the first revision it sees.
+    wait_rollout(&client, bp, "revision 1 recorded", |_| {}, |r| r.revision == 1).await;
     // The second Application to move never becomes available on the new revision.
     let first = rollout_order(bp, ns.name(), &apps);
     let (moved, bad) = (first[..2].to_vec(), first[1].clone());
@@ -441,6 +447,9 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
         r.len() == 4 && r.values().all(|(rev, ready)| *rev == Some(1) && *ready)
     })
     .await;
+    // An Application reports its Blueprint's generation until the rollout driver has recorded a revision: wait for
+    // the driver, so that the edit below is a change from revision 1 and not the first revision it sees.
+    wait_rollout(&client, bp, "revision 1 recorded", |_| {}, |r| r.revision == 1).await;
 
     put_blueprint(&client, blueprint(bp, &strategy, "2")).await;
     let paused = wait_rollout(
