@@ -84,7 +84,12 @@ def check_defaults(objs: list[dict[str, Any]]) -> None:
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}, "one writer at a time without leader election"
     args = container(deploy)["args"]
     assert args[0] == "operator" and "--leader-election=false" in args
-    assert not find(objs, "Role"), "no Lease permissions without leader election"
+    assert [r["metadata"]["name"] for r in find(objs, "Role")] == ["plinth-operator-revisions"], (
+        "no Lease permissions without leader election"
+    )
+    assert {"name": "PLINTH_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container(
+        deploy
+    )["env"], "Blueprint revisions in the release namespace"
     assert container(deploy)["image"] == "ghcr.io/plinth-dev/plinth:0.1.0"
     one(objs, "DaemonSet", "plinth-agent")
     assert {b["metadata"]["name"] for b in find(objs, "Blueprint")} == {"web", "worker"}
@@ -109,7 +114,7 @@ def check_replicas(objs: list[dict[str, Any]]) -> None:
 
 def check_leader_election_forced(objs: list[dict[str, Any]]) -> None:
     assert "--leader-election=true" in container(one(objs, "Deployment"))["args"]
-    one(objs, "Role")
+    one(objs, "Role", "plinth-operator-leader-election")
 
 
 def check_watch_namespace(objs: list[dict[str, Any]]) -> None:
@@ -124,7 +129,8 @@ def check_watch_namespace(objs: list[dict[str, Any]]) -> None:
 
 def check_tuning(objs: list[dict[str, Any]]) -> None:
     args = container(one(objs, "Deployment"))["args"]
-    for arg in ["--concurrency=4", "--resync=30s", "--log=plinth_operator=debug", "--log-format=text"]:
+    for arg in ["--concurrency=4", "--api-qps=20", "--api-burst=30", "--resync=30s", "--log=plinth_operator=debug",
+                "--log-format=text"]:
         assert arg in args
 
 
@@ -253,7 +259,8 @@ OPTIONS: list[tuple[str, dict[str, Any], Callable[[list[dict[str, Any]]], None]]
     ("operator.watchNamespace", {"operator": {"watchNamespace": "shop"}}, check_watch_namespace),
     (
         "operator tuning",
-        {"operator": {"concurrency": 4, "resync": "30s", "logLevel": "plinth_operator=debug", "logFormat": "text"}},
+        {"operator": {"concurrency": 4, "apiQps": 20, "apiBurst": 30, "resync": "30s", "logLevel": "plinth_operator=debug",
+                      "logFormat": "text"}},
         check_tuning,
     ),
     ("operator.platform", {"operator": {"platform": {"clusterDomain": "corp.local", "defaultCpuRequest": "50m"}}},
@@ -437,12 +444,14 @@ def test_operator_rules_are_least_privilege() -> None:
     }
     allowed = {(g, r, v, "*") for g, r in rendered_kinds for v in ("get", "list", "watch", "create", "patch", "delete")}
     allowed |= {("plinth.dev", r, v, "*") for r in ("applications", "blueprints") for v in ("get", "list", "watch")}
-    allowed |= {("plinth.dev", "applications/status", "patch", "*")}
+    allowed |= {("plinth.dev", r, "patch", "*") for r in ("applications/status", "blueprints/status")}
     allowed |= {("events.k8s.io", "events", v, "*") for v in ("create", "patch")}
     assert cluster <= allowed, sorted(cluster - allowed)
     assert not {g for g in cluster if "*" in g[:3]}, "no wildcards"
     assert not {g for g in cluster if g[1] in ("secrets", "pods", "clusterroles", "clusterrolebindings")}
-    assert namespaced == {("coordination.k8s.io", "leases", v, "*") for v in ("get", "create", "update")}
+    assert namespaced == {("coordination.k8s.io", "leases", v, "*") for v in ("get", "create", "update")} | {
+        ("apps", "controllerrevisions", v, "*") for v in ("get", "list", "create", "delete")
+    }
 
 
 def test_agent_may_only_read_pods_namespaces_and_network_policies() -> None:
@@ -478,7 +487,11 @@ def test_operator_pod_is_restricted() -> None:
     probes = {p: c[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe", "startupProbe")}
     assert probes == {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
-    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert env == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "PLINTH_NAMESPACE": "metadata.namespace",
+    }
 
 
 def test_agent_has_exactly_the_privileges_it_needs() -> None:

@@ -245,10 +245,22 @@ impl ControlPlane {
     /// # Panics
     /// When the kubeconfig cannot be made or loaded.
     pub async fn client_for_service_account(&self, namespace: &str, name: &str) -> Client {
+        let path = self.kubeconfig_for_service_account(namespace, name);
+        client_from_kubeconfig(&path)
+            .await
+            .unwrap_or_else(|error| panic!("build a client for the service account {namespace}/{name}: {error:#}"))
+    }
+
+    /// Writes a kubeconfig for the service account `namespace/name` (the identity of
+    /// [`client_for_service_account`](Self::client_for_service_account)) and returns its path, for a
+    /// process (such as `plinth operator`) that reads a kubeconfig.
+    ///
+    /// # Panics
+    /// When the certificate or the file cannot be made.
+    pub fn kubeconfig_for_service_account(&self, namespace: &str, name: &str) -> PathBuf {
         let user = format!("system:serviceaccount:{namespace}:{name}");
         let namespace_group = format!("system:serviceaccounts:{namespace}");
-        self.client_for(&user, &["system:serviceaccounts", &namespace_group])
-            .await
+        self.kubeconfig_for(&user, &["system:serviceaccounts", &namespace_group])
     }
 
     /// Creates a namespace named `<prefix>-<random>` for one test and waits for its

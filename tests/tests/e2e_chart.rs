@@ -13,8 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -30,13 +28,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use plinth_api::{Application, Blueprint};
-use plinth_operator::reconcile::http::Health;
-use plinth_operator::reconcile::leader::WriteGate;
-use plinth_operator::reconcile::metrics::{Metrics, counted_client};
-use plinth_operator::reconcile::{self, Settings};
 use plinth_tests::control_plane::{self, ControlPlane};
+use plinth_tests::operator::InProcess;
 use serde_json::{Value, json};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -289,57 +284,9 @@ fn allowed<T>(what: &str, result: Result<T, kube::Error>) -> T {
     result.unwrap_or_else(|e| panic!("{what}: expected to be allowed, got {e}"))
 }
 
-/// The controller running in-process for one namespace.
-struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), reconcile::Error>>,
-}
-
-impl Operator {
-    async fn start(config: kube::Config, namespace: &str) -> Operator {
-        let metrics = Arc::new(Metrics::new());
-        let client = counted_client(config, &metrics).unwrap();
-        let health = Arc::new(Health::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let settings = Settings {
-            namespace: Some(namespace.to_owned()),
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(5),
-            ..Settings::default()
-        };
-        let task = tokio::spawn(reconcile::run(
-            client,
-            settings,
-            metrics,
-            WriteGate::always(),
-            Arc::clone(&health),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let deadline = Instant::now() + WAIT;
-        while !health.ready.load(Ordering::Relaxed) {
-            assert!(
-                !task.is_finished(),
-                "the operator stopped before its caches synced: {:?}",
-                task.await
-            );
-            assert!(Instant::now() < deadline, "the operator's caches did not sync");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Operator { stop: Some(stop), task }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the operator stops")
-            .expect("the operator task")
-            .expect("the operator ran without error");
-    }
+/// The operator in-process for one namespace with the identity of `config`.
+async fn operator(config: kube::Config, namespace: &str) -> InProcess {
+    InProcess::start_config(config, namespace, Duration::from_secs(300)).await
 }
 
 async fn create_app(client: &Client, ns: &str, name: &str, spec: Value) {
@@ -492,7 +439,7 @@ async fn the_operator_does_its_job_with_the_charts_service_account_and_nothing_m
     let token = Client::try_from(config.clone()).unwrap();
 
     test_blueprint(cp, &release).await;
-    let op = Operator::start(config, apps.name()).await;
+    let op = operator(config, apps.name()).await;
 
     // Its job: an Application becomes its objects, with status and the permissions the operator holds.
     create_app(
@@ -744,7 +691,7 @@ async fn grant_mode_escalate_grants_what_blueprints_allow_without_holding_it() {
     let token = Client::try_from(config.clone()).unwrap();
 
     test_blueprint(cp, &release).await;
-    let op = Operator::start(config, apps.name()).await;
+    let op = operator(config, apps.name()).await;
     // The Blueprint allows reading Leases, which the operator does not hold in the app's namespace: with
     // `escalate` it grants them anyway.
     create_app(

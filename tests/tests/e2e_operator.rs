@@ -21,29 +21,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt as _};
 use plinth_api::{Application, Blueprint};
-use plinth_operator::reconcile::http::Health;
 use plinth_operator::reconcile::kinds::{Kind, Served};
-use plinth_operator::reconcile::leader::WriteGate;
-use plinth_operator::reconcile::metrics::{Metrics, counted_client};
-use plinth_operator::reconcile::{self, Settings};
+use plinth_operator::reconcile::metrics::Metrics;
 use plinth_tests::control_plane::{self, ControlPlane};
+use plinth_tests::operator::{ChartIdentity, InProcess, init_tracing};
 use serde_json::{Value, json};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("plinth_operator=info")),
-        )
-        .try_init();
-}
 
 /// Installs the CRDs and the bundled Blueprints once per test process (on the shared control plane).
 async fn installed(cp: &ControlPlane) {
@@ -96,79 +83,9 @@ async fn put_blueprint(bps: &Api<Blueprint>, name: &str, mut v: Value) {
     }
 }
 
-async fn config_for(path: &std::path::Path) -> kube::Config {
-    control_plane::install_crypto_provider();
-    let kc = Kubeconfig::read_from(path).unwrap();
-    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap()
-}
-
-/// The controller running in-process for one namespace.
-struct Operator {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), reconcile::Error>>,
-}
-
-impl Operator {
-    async fn start(config: kube::Config, namespace: &str, resync: Duration) -> Operator {
-        let metrics = Arc::new(Metrics::new());
-        let client = counted_client(config, &metrics).unwrap();
-        let health = Arc::new(Health::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let settings = Settings {
-            namespace: Some(namespace.to_owned()),
-            resync,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(5),
-            ..Settings::default()
-        };
-        let task = tokio::spawn(reconcile::run(
-            client,
-            settings,
-            Arc::clone(&metrics),
-            WriteGate::always(),
-            Arc::clone(&health),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let op = Operator {
-            metrics,
-            health,
-            stop: Some(stop),
-            task,
-        };
-        let deadline = Instant::now() + WAIT;
-        while !op.health.ready.load(Ordering::Relaxed) {
-            assert!(!op.task.is_finished(), "the operator stopped before its caches synced");
-            assert!(Instant::now() < deadline, "the operator's caches did not sync");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        op
-    }
-
-    async fn admin(cp: &ControlPlane, namespace: &str) -> Operator {
-        Operator::start(
-            config_for(cp.admin_kubeconfig()).await,
-            namespace,
-            Duration::from_secs(300),
-        )
-        .await
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the operator stops")
-            .expect("the operator task")
-            .expect("the operator ran without error");
-    }
+/// The operator in-process for one namespace, under the chart's operator ServiceAccount and RBAC.
+async fn operator(cp: &'static ControlPlane, namespace: &str) -> InProcess {
+    InProcess::start(ChartIdentity::shared(cp).await, namespace, Duration::from_secs(300)).await
 }
 
 fn application(name: &str, spec: Value) -> Application {
@@ -276,7 +193,7 @@ async fn creates_every_object_with_owner_references_labels_and_status() {
     installed(cp).await;
     let ns = cp.namespace("op-create").await;
     let client = cp.client().await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     let app = create(
         &client,
         ns.name(),
@@ -425,7 +342,7 @@ async fn spec_changes_reach_the_objects_and_dropped_rules_leave_the_network_poli
     installed(cp).await;
     let ns = cp.namespace("op-change").await;
     let client = cp.client().await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &client,
         ns.name(),
@@ -478,7 +395,7 @@ async fn deleting_the_application_garbage_collects_its_objects() {
     installed(cp).await;
     let ns = cp.namespace("op-gc").await;
     let client = cp.client().await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &client,
         ns.name(),
@@ -529,7 +446,7 @@ async fn a_blueprint_edit_rerenders_its_applications_and_a_broken_one_leaves_the
     let bp_name = control_plane::unique_name("bp");
     let bps: Api<Blueprint> = Api::all(client.clone());
     put_blueprint(&bps, &bp_name, custom_blueprint(&bp_name, None)).await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     for app in ["one", "two"] {
         create(
             &client,
@@ -638,7 +555,7 @@ async fn hand_edits_are_reverted_and_deleted_objects_restored() {
     installed(cp).await;
     let ns = cp.namespace("op-drift").await;
     let client = cp.client().await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &client,
         ns.name(),
@@ -696,7 +613,7 @@ async fn objects_a_render_no_longer_produces_are_pruned() {
     installed(cp).await;
     let ns = cp.namespace("op-prune").await;
     let client = cp.client().await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &client,
         ns.name(),
@@ -761,7 +678,7 @@ async fn an_unowned_object_with_the_same_name_is_reported_not_overwritten() {
         .create(&PostParams::default(), &svc)
         .await
         .unwrap();
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &client,
         ns.name(),
@@ -800,7 +717,7 @@ async fn a_refused_change_keeps_the_running_workload_and_names_the_rule() {
     installed(cp).await;
     let ns = cp.namespace("op-guardrail").await;
     let client = cp.client().await;
-    let op = Operator::admin(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &client,
         ns.name(),
@@ -856,12 +773,7 @@ async fn a_resync_of_unchanged_applications_writes_nothing() {
     installed(cp).await;
     let ns = cp.namespace("op-resync").await;
     let client = cp.client().await;
-    let op = Operator::start(
-        config_for(cp.admin_kubeconfig()).await,
-        ns.name(),
-        Duration::from_secs(1),
-    )
-    .await;
+    let op = InProcess::start(ChartIdentity::shared(cp).await, ns.name(), Duration::from_secs(1)).await;
     for i in 0..5 {
         create(
             &client,
@@ -896,6 +808,21 @@ async fn a_resync_of_unchanged_applications_writes_nothing() {
     op.stop().await;
 }
 
+/// Asserts that the API server refused a request of the operator's ServiceAccount (403 naming it).
+#[track_caller]
+fn forbidden<T: std::fmt::Debug>(what: &str, user: &str, result: Result<T, kube::Error>) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            assert!(
+                status.message.contains(user),
+                "{what}: refused for {user}: {}",
+                status.message
+            );
+        }
+        other => panic!("{what}: expected 403 Forbidden for {user}, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_operator_works_under_its_cluster_role_and_cannot_read_secrets() {
     init_tracing();
@@ -903,32 +830,9 @@ async fn the_operator_works_under_its_cluster_role_and_cannot_read_secrets() {
     installed(cp).await;
     let ns = cp.namespace("op-rbac").await;
     let admin = cp.client().await;
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../operator/rbac/clusterrole.yaml"
-    ))
-    .unwrap();
-    let role_doc = text.split("\n---\n").next().unwrap();
-    let mut role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(yaml_to_json(role_doc)).unwrap();
-    let role_name = control_plane::unique_name("plinth-operator");
-    role.metadata.name = Some(role_name.clone());
-    let user = control_plane::unique_name("plinth-operator");
-    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": role_name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let kubeconfig = cp.kubeconfig_for(&user, &[]);
-    let op = Operator::start(config_for(&kubeconfig).await, ns.name(), Duration::from_secs(300)).await;
+    // Every test of this suite runs the operator under the chart's identity; this one also checks its limits.
+    let identity = ChartIdentity::shared(cp).await;
+    let op = operator(cp, ns.name()).await;
     create(
         &admin,
         ns.name(),
@@ -939,36 +843,98 @@ async fn the_operator_works_under_its_cluster_role_and_cannot_read_secrets() {
     .await;
     applied(&admin, ns.name(), "shop").await;
     assert!(get::<Deployment>(&admin, ns.name(), "shop").await.is_some());
-    let operator_client = cp.client_for(&user, &[]).await;
-    let secrets = Api::<Secret>::namespaced(operator_client.clone(), ns.name())
-        .list(&ListParams::default())
-        .await;
-    assert!(
-        matches!(&secrets, Err(kube::Error::Api(s)) if s.code == 403),
-        "{secrets:?}"
-    );
-    let secret = Api::<Secret>::namespaced(operator_client, ns.name())
-        .get_opt("anything")
-        .await;
-    assert!(
-        matches!(&secret, Err(kube::Error::Api(s)) if s.code == 403),
-        "{secret:?}"
-    );
     op.stop().await;
-    Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone())
-        .delete(&role_name, &DeleteParams::default())
-        .await
-        .unwrap();
-    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin)
-        .delete(&role_name, &DeleteParams::default())
-        .await
-        .unwrap();
-}
 
-/// YAML (the block subset the RBAC file uses) to JSON, through the operator's own parser.
-fn yaml_to_json(text: &str) -> Value {
-    let docs = plinth_operator::yaml::parse(text, &plinth_operator::yaml::Limits::default()).unwrap();
-    docs[0].root.to_json()
+    let token = identity.client(cp).await;
+    let user = identity.user();
+    forbidden(
+        "list Secrets",
+        &user,
+        Api::<Secret>::namespaced(token.clone(), ns.name())
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "get a Secret",
+        &user,
+        Api::<Secret>::namespaced(token.clone(), ns.name())
+            .get("anything")
+            .await,
+    );
+    forbidden(
+        "list Secrets cluster-wide",
+        &user,
+        Api::<Secret>::all(token.clone()).list(&ListParams::default()).await,
+    );
+    forbidden(
+        "change an Application's spec",
+        &user,
+        Api::<Application>::namespaced(token.clone(), ns.name())
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 5}})),
+            )
+            .await,
+    );
+    forbidden(
+        "delete an Application",
+        &user,
+        Api::<Application>::namespaced(token.clone(), ns.name())
+            .delete("shop", &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "change a Blueprint",
+        &user,
+        Api::<Blueprint>::all(token.clone())
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+            )
+            .await,
+    );
+    forbidden(
+        "list Pods",
+        &user,
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(token.clone(), ns.name())
+            .list(&ListParams::default())
+            .await,
+    );
+    forbidden(
+        "delete its Namespace",
+        &user,
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(token.clone())
+            .delete(ns.name(), &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "create a ClusterRole",
+        &user,
+        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(token.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(
+                    json!({"metadata": {"name": control_plane::unique_name("sneaky")}, "rules": []}),
+                )
+                .unwrap(),
+            )
+            .await,
+    );
+    // A Role granting more than the operator holds is an escalation the API server refuses.
+    let secret_reader: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "secret-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }))
+    .unwrap();
+    let refused = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(token.clone(), ns.name())
+        .create(&PostParams::default(), &secret_reader)
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403),
+        "a Role granting Secrets is refused: {refused:?}"
+    );
 }
 
 // ---- The operator as a process: killed, restarted, and two replicas with leader election ----
@@ -1088,7 +1054,8 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() {
     installed(cp).await;
     let ns = cp.namespace("op-kill").await;
     let client = cp.client().await;
-    let first = Process::spawn(cp.admin_kubeconfig(), ns.name(), "first", &["--leader-election=false"]);
+    let identity = ChartIdentity::shared(cp).await;
+    let first = Process::spawn(&identity.kubeconfig, ns.name(), "first", &["--leader-election=false"]);
     let (c, n) = (client.clone(), ns.name().to_owned());
     let names: Vec<String> = (0..30).map(|i| format!("app{i}")).collect();
     for name in &names {
@@ -1127,7 +1094,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() {
         unfinished > 0,
         "the operator was killed before it finished (else this test proves nothing)"
     );
-    let second = Process::spawn(cp.admin_kubeconfig(), ns.name(), "second", &["--leader-election=false"]);
+    let second = Process::spawn(&identity.kubeconfig, ns.name(), "second", &["--leader-election=false"]);
     all_applied(&client, ns.name(), &names).await;
     // Every object is owned exactly once: nothing was duplicated or orphaned by the kill.
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns.name())
@@ -1145,7 +1112,7 @@ async fn local_an_api_server_restart_under_load_loses_nothing() {
     install(&cp).await;
     let ns = cp.namespace("op-restart").await;
     let client = cp.client().await;
-    let op = Operator::admin(&cp, ns.name()).await;
+    let op = InProcess::start(&ChartIdentity::install(&cp).await, ns.name(), Duration::from_secs(300)).await;
     let names: Vec<String> = (0..40).map(|i| format!("app{i}")).collect();
     for name in &names[..20] {
         create(
@@ -1188,9 +1155,19 @@ async fn two_replicas_with_leader_election_never_both_write() {
     installed(cp).await;
     let ns = cp.namespace("op-leader").await;
     let client = cp.client().await;
-    let lease = ["--lease-namespace", ns.name(), "--lease-duration", "6s"];
-    let a = Process::spawn(cp.admin_kubeconfig(), ns.name(), "replica-a", &lease);
-    let b = Process::spawn(cp.admin_kubeconfig(), ns.name(), "replica-b", &lease);
+    // The chart lets the operator hold a Lease in its own namespace only.
+    let identity = ChartIdentity::shared(cp).await;
+    let lease_name = control_plane::unique_name("plinth-lease");
+    let lease = [
+        "--lease-namespace",
+        identity.namespace.as_str(),
+        "--lease-name",
+        lease_name.as_str(),
+        "--lease-duration",
+        "6s",
+    ];
+    let a = Process::spawn(&identity.kubeconfig, ns.name(), "replica-a", &lease);
+    let b = Process::spawn(&identity.kubeconfig, ns.name(), "replica-b", &lease);
     // Exactly one becomes leader.
     let deadline = Instant::now() + WAIT;
     let (leader, follower) = loop {
@@ -1280,6 +1257,285 @@ async fn two_replicas_with_leader_election_never_both_write() {
     drop(follower);
 }
 
+#[tokio::test]
+async fn local_a_malformed_application_is_reported_and_the_others_keep_reconciling() {
+    init_tracing();
+    // A control plane of its own: the Application CRD here stores any spec, as a server that did not check it (or
+    // an object written before a schema change) would have.
+    let cp = ControlPlane::start().await;
+    install(&cp).await;
+    let mut crd = plinth_api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Application")
+        .unwrap();
+    for version in &mut crd.spec.versions {
+        let schema = version.schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+        let spec =
+            serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})).unwrap();
+        schema.properties.as_mut().unwrap().insert("spec".into(), spec);
+    }
+    cp.install_crd(&crd).await;
+    let ns = cp.namespace("op-malformed").await;
+    let client = cp.client().await;
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &kube::core::ApiResource::erase::<Application>(&()),
+    );
+    let object = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": plinth_api::API_VERSION, "kind": "Application",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    raw.create(
+        &PostParams::default(),
+        &object(
+            "broken",
+            json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080, "replicas": "three"}),
+        ),
+    )
+    .await
+    .unwrap();
+    create(
+        &client,
+        ns.name(),
+        "good",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+    )
+    .await;
+    let identity = ChartIdentity::install(&cp).await;
+    let op = InProcess::start(&identity, ns.name(), Duration::from_secs(300)).await;
+
+    // The others reconcile, from the initial list and from later watch events.
+    applied(&client, ns.name(), "good").await;
+    create(
+        &client,
+        ns.name(),
+        "later",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080}),
+    )
+    .await;
+    applied(&client, ns.name(), "later").await;
+
+    // The broken one is reported in its status (written without deserializing it), an Event and a metric.
+    let deadline = Instant::now() + WAIT;
+    let degraded = loop {
+        let o = raw.get("broken").await.unwrap();
+        let conditions = o.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        if let Some(c) = conditions
+            .iter()
+            .find(|c| c["type"] == "Degraded" && c["status"] == "True")
+        {
+            break c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken Application is not reported: {}",
+            o.data
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.replicas") && message.contains("three"),
+        "{message}"
+    );
+    assert_eq!(op.metrics.invalid_applications.get(), 1);
+    assert!(op.metrics.encode().contains("plinth_invalid_applications 1"));
+    let (c, n) = (client.clone(), ns.name().to_owned());
+    eventually_async("a Warning Event about the broken Application", || {
+        let (c, n) = (c.clone(), n.clone());
+        async move {
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(c, &n)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+                        && e.reason.as_deref() == Some("InvalidSpec")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+        }
+    })
+    .await;
+    assert!(
+        get::<Deployment>(&client, ns.name(), "broken").await.is_none(),
+        "nothing rendered from it"
+    );
+
+    // Fixed, it reconciles like any other.
+    raw.patch(
+        "broken",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    applied(&client, ns.name(), "broken").await;
+    assert!(get::<Deployment>(&client, ns.name(), "broken").await.is_some());
+    assert_eq!(op.metrics.invalid_applications.get(), 0);
+    op.stop().await;
+}
+
+/// A layer on the operator's client: holds back the response to the first server-side apply of a ServiceAccount
+/// (a write in flight, for as long as the test wants), and records every write in the order its response reached
+/// the operator.
+#[derive(Clone, Default)]
+struct SlowWrites {
+    /// True once the held write was sent.
+    holding: Arc<std::sync::atomic::AtomicBool>,
+    /// `METHOD path` of every write, in the order the operator saw them complete.
+    completed: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl<S> tower::Layer<S> for SlowWrites {
+    type Service = SlowWritesService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SlowWritesService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+struct SlowWritesService<S> {
+    inner: S,
+    layer: SlowWrites,
+}
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for SlowWritesService<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let write = req.method() != http::Method::GET;
+        let what = format!("{} {}", req.method(), req.uri().path());
+        let hold = write
+            && req.method() == http::Method::PATCH
+            && what.contains("/serviceaccounts/")
+            && !self.layer.holding.swap(true, Ordering::SeqCst);
+        let completed = Arc::clone(&self.layer.completed);
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let r = response.await;
+            if hold {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            if write {
+                completed.lock().unwrap().push(what);
+            }
+            r
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stop_lets_the_reconcile_in_flight_finish_before_the_lease_is_released() {
+    use plinth_operator::reconcile::lifecycle::{Lifecycle, Stopped};
+    use plinth_tests::operator;
+    init_tracing();
+    let cp = ControlPlane::shared().await;
+    installed(cp).await;
+    let ns = cp.namespace("op-drain").await;
+    let admin = cp.client().await;
+    let identity = ChartIdentity::shared(cp).await;
+    let slow = SlowWrites::default();
+    let client = kube::client::ClientBuilder::try_from(identity.config().await)
+        .unwrap()
+        .with_layer(&slow)
+        .build();
+    let election = identity.leader_config("drainer");
+    let lease_name = election.name.clone();
+    let op = InProcess::start_with(
+        client,
+        Arc::new(Metrics::new()),
+        Lifecycle {
+            settings: operator::settings(ns.name(), Duration::from_secs(300)),
+            election: Some(election),
+            shutdown_timeout: Duration::from_secs(30),
+        },
+    )
+    .await;
+    let leases = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), &identity.namespace);
+    let holder =
+        |l: &k8s_openapi::api::coordination::v1::Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    assert_eq!(
+        holder(&leases.get(&lease_name).await.unwrap()).as_deref(),
+        Some("drainer")
+    );
+
+    create(
+        &admin,
+        ns.name(),
+        "shop",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080, "config": {"a.yaml": "a: 1"}}),
+    )
+    .await;
+    // The reconcile's first write is in flight: stop now, as SIGTERM does.
+    let deadline = Instant::now() + WAIT;
+    while !slow.holding.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the operator never wrote the ServiceAccount");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    op.request_stop();
+    assert_eq!(
+        op.wait().await,
+        Stopped::Requested,
+        "the in-flight reconcile finished within the timeout"
+    );
+
+    // Everything of the reconcile was written, its status last, and only then the Lease was released.
+    let completed = slow.completed.lock().unwrap().clone();
+    let release = completed
+        .iter()
+        .rposition(|w| w.starts_with("PUT ") && w.contains(&format!("/leases/{lease_name}")))
+        .unwrap_or_else(|| panic!("the Lease was released: {completed:#?}"));
+    let status = completed
+        .iter()
+        .position(|w| w.starts_with("PATCH ") && w.ends_with("/applications/shop/status"))
+        .unwrap_or_else(|| panic!("the in-flight reconcile wrote its status: {completed:#?}"));
+    assert!(
+        status < release,
+        "the status was written before the Lease was released: {completed:#?}"
+    );
+    for (i, w) in completed.iter().enumerate() {
+        if !w.contains("/leases/") {
+            assert!(
+                i < release,
+                "{w} completed after the Lease was released: {completed:#?}"
+            );
+        }
+    }
+    assert_eq!(
+        holder(&leases.get(&lease_name).await.unwrap()),
+        None,
+        "the Lease is released"
+    );
+    let app = applied(&admin, ns.name(), "shop").await;
+    assert_eq!(condition(&app, "Applied").unwrap().status, "True");
+    for name in ["shop"] {
+        assert!(get::<Deployment>(&admin, ns.name(), name).await.is_some());
+        assert!(get::<NetworkPolicy>(&admin, ns.name(), name).await.is_some());
+    }
+    assert!(get::<ConfigMap>(&admin, ns.name(), "shop-config").await.is_some());
+}
+
 // ---- Benchmark (not a timed test: it measures and prints, `bench/operator/run.sh` runs it) ----
 
 fn proc_status(pid: u32, key: &str) -> Option<u64> {
@@ -1342,14 +1598,18 @@ async fn bench_convergence() {
     install(&cp).await;
     let ns = cp.namespace("bench").await;
     let client = cp.client().await;
+    let identity = ChartIdentity::install(&cp).await;
     let op = Process::spawn(
-        cp.admin_kubeconfig(),
+        &identity.kubeconfig,
         ns.name(),
         "bench",
         &[
             "--leader-election=false",
             "--concurrency",
             "32",
+            // The operator's own cost, not its client-side rate limit's: no limit.
+            "--api-qps",
+            "0",
             "--resync",
             &format!("{resync}s"),
         ],

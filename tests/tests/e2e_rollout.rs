@@ -22,31 +22,17 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt as _};
 use plinth_api::rollout::{Phase, RolloutStatus};
 use plinth_api::{Application, Blueprint};
 use plinth_operator::cli::rollout::{RolloutCommand, Target, execute, render};
-use plinth_operator::reconcile::http::Health;
-use plinth_operator::reconcile::leader::WriteGate;
-use plinth_operator::reconcile::metrics::{Metrics, counted_client};
-use plinth_operator::reconcile::{self, Settings};
 use plinth_operator::rollout::order::{Candidate, order};
 use plinth_tests::control_plane::{self, ControlPlane};
+use plinth_tests::operator::{ChartIdentity, InProcess, init_tracing};
 use serde_json::{Value, json};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(180);
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("plinth_operator=info")),
-        )
-        .try_init();
-}
 
 /// Installs the CRDs and the revisions' namespace, once per test process.
 async fn installed(cp: &ControlPlane) {
@@ -105,56 +91,9 @@ async fn annotate(client: &Client, bp: &str, key: &str, value: Option<&str>) {
         .unwrap();
 }
 
-async fn config(cp: &ControlPlane) -> kube::Config {
-    control_plane::install_crypto_provider();
-    let kc = Kubeconfig::read_from(cp.admin_kubeconfig()).unwrap();
-    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap()
-}
-
-/// The controller in-process for one namespace.
-struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), reconcile::Error>>,
-}
-
-impl Operator {
-    async fn start(cp: &ControlPlane, namespace: &str) -> Operator {
-        let metrics = Arc::new(Metrics::new());
-        let client = counted_client(config(cp).await, &metrics).unwrap();
-        let health = Arc::new(Health::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let settings = Settings {
-            namespace: Some(namespace.to_owned()),
-            resync: Duration::from_secs(5),
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(5),
-            ..Settings::default()
-        };
-        let task = tokio::spawn(reconcile::run(
-            client,
-            settings,
-            metrics,
-            WriteGate::always(),
-            health,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Operator { stop: Some(stop), task }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(WAIT, &mut self.task)
-            .await
-            .expect("the operator stops")
-            .expect("the operator task")
-            .expect("the operator ran without error");
-    }
+/// The operator in-process for one namespace (it also drives rollouts), under the chart's operator identity.
+async fn operator(cp: &'static ControlPlane, namespace: &str) -> InProcess {
+    InProcess::start(ChartIdentity::shared(cp).await, namespace, Duration::from_secs(5)).await
 }
 
 /// Stands in for the kubelet: marks every pod of the namespace ready, except those of the `sick` Applications.
@@ -349,7 +288,7 @@ async fn canary_across_20_applications_in_3_steps_reaches_all_of_them_and_leaves
     let strategy = json!({"strategy": "Canary", "progressDeadlineSeconds": 120,
         "steps": [{"percent": 10}, {"applications": 5}, {"percent": 50}]});
     put_blueprint(&client, blueprint(bp, &strategy, "1")).await;
-    let op = Operator::start(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     let sick = Arc::new(Mutex::new(BTreeSet::new()));
     let kubelet = kubelet(client.clone(), ns.name().to_owned(), Arc::clone(&sick));
     let mut apps = names(20);
@@ -360,6 +299,9 @@ async fn canary_across_20_applications_in_3_steps_reaches_all_of_them_and_leaves
         r.len() == 21 && r.values().all(|(rev, ready)| *rev == Some(1) && *ready)
     })
     .await;
+    // An Application reports its Blueprint's generation until the rollout driver has recorded a revision: wait for
+    // the driver, so that the edit below is a change from revision 1 and not the first revision it sees.
+    wait_rollout(&client, bp, "revision 1 recorded", |_| {}, |r| r.revision == 1).await;
 
     put_blueprint(&client, blueprint(bp, &strategy, "2")).await;
     let mut moved_counts = BTreeSet::new();
@@ -411,7 +353,7 @@ async fn a_failed_gate_pauses_and_moves_back_exactly_the_moved_applications() {
     let strategy = json!({"strategy": "Canary", "progressDeadlineSeconds": 20,
         "steps": [{"applications": 2}, {"pause": {}}]});
     put_blueprint(&client, blueprint(bp, &strategy, "1")).await;
-    let op = Operator::start(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     let sick = Arc::new(Mutex::new(BTreeSet::new()));
     let kubelet = kubelet(client.clone(), ns.name().to_owned(), Arc::clone(&sick));
     let apps = names(6);
@@ -420,6 +362,9 @@ async fn a_failed_gate_pauses_and_moves_back_exactly_the_moved_applications() {
         r.len() == 6 && r.values().all(|(rev, ready)| *rev == Some(1) && *ready)
     })
     .await;
+    // An Application reports its Blueprint's generation until the rollout driver has recorded a revision: wait for
+    // the driver, so that the edit below is a change from revision 1 and not the first revision it sees.
+    wait_rollout(&client, bp, "revision 1 recorded", |_| {}, |r| r.revision == 1).await;
     // The second Application to move never becomes available on the new revision.
     let first = rollout_order(bp, ns.name(), &apps);
     let (moved, bad) = (first[..2].to_vec(), first[1].clone());
@@ -494,7 +439,7 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
     let strategy = json!({"strategy": "Canary", "progressDeadlineSeconds": 120,
         "steps": [{"applications": 1}, {"pause": {}}, {"applications": 1}, {"pause": {}}]});
     put_blueprint(&client, blueprint(bp, &strategy, "1")).await;
-    let op = Operator::start(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     let kubelet = kubelet(client.clone(), ns.name().to_owned(), Arc::default());
     let apps = names(4);
     create_apps(&client, ns.name(), bp, &apps, None).await;
@@ -502,6 +447,9 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
         r.len() == 4 && r.values().all(|(rev, ready)| *rev == Some(1) && *ready)
     })
     .await;
+    // An Application reports its Blueprint's generation until the rollout driver has recorded a revision: wait for
+    // the driver, so that the edit below is a change from revision 1 and not the first revision it sees.
+    wait_rollout(&client, bp, "revision 1 recorded", |_| {}, |r| r.revision == 1).await;
 
     put_blueprint(&client, blueprint(bp, &strategy, "2")).await;
     let paused = wait_rollout(
@@ -516,7 +464,7 @@ async fn pause_resume_restart_and_a_new_edit_mid_rollout() {
 
     // A restarted operator continues from the status in the API: still paused at step 1, then resumed.
     op.stop().await;
-    let op = Operator::start(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let still = rollout(&client, bp).await.unwrap();
     assert_eq!((still.phase, still.step, still.moved.len()), (Phase::Paused, 1, 1));
@@ -737,7 +685,7 @@ async fn plinth_diff_shows_what_the_operator_would_change_by_server_side_dry_run
     let client = cp.client().await;
     let bp = "ro-livediff";
     put_blueprint(&client, blueprint(bp, &json!({"strategy": "Immediate"}), "1")).await;
-    let op = Operator::start(cp, ns.name()).await;
+    let op = operator(cp, ns.name()).await;
     let kubelet = kubelet(client.clone(), ns.name().to_owned(), Arc::default());
     create_apps(&client, ns.name(), bp, &["shop".to_owned()], None).await;
     wait_running(&client, ns.name(), "the Application ready", |r| {

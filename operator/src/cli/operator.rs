@@ -3,19 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::watch;
 
 use super::exit;
 use crate::reconcile::http::{self, Health};
-use crate::reconcile::leader::{self, LeaderConfig, WriteGate};
+use crate::reconcile::leader::LeaderConfig;
+use crate::reconcile::lifecycle::{self, Lifecycle, Stopped};
 use crate::reconcile::metrics::{Metrics, counted_client};
-use crate::reconcile::{self, Settings, error_chain};
+use crate::reconcile::throttle::WriteLimit;
+use crate::reconcile::{Settings, error_chain};
 use crate::render::Platform;
 
 /// Log output format.
@@ -52,6 +51,13 @@ pub struct OperatorArgs {
     /// Longest retry delay after errors.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub backoff_max: Duration,
+    /// API writes per second, on average (a client-side token bucket; reads and watches are not limited); 0 for no
+    /// limit.
+    #[arg(long, default_value_t = WriteLimit::default().qps)]
+    pub api_qps: u32,
+    /// Most API writes at once after a quiet spell (the token bucket's size).
+    #[arg(long, default_value_t = WriteLimit::default().burst)]
+    pub api_burst: u32,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_address: SocketAddr,
@@ -180,7 +186,11 @@ async fn operate(args: OperatorArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::new());
-    let client = match counted_client(config, &metrics) {
+    let limit = WriteLimit {
+        qps: args.api_qps,
+        burst: args.api_burst,
+    };
+    let client = match counted_client(config, &metrics, limit) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot build the Kubernetes client");
@@ -221,38 +231,6 @@ async fn operate(args: OperatorArgs) -> u8 {
         }
     }
 
-    let (leader_tx, mut leader_rx) = watch::channel(!args.leader_election);
-    let gate = if args.leader_election {
-        let gate = WriteGate::leased();
-        let mut lc = LeaderConfig::new(&args.lease_namespace, &args.lease_name, &identity);
-        lc.duration = args.lease_duration;
-        lc.renew_every = args.lease_duration / 3;
-        let api: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
-        let leader_task = tokio::spawn(leader::run(api, lc, gate.clone(), leader_tx, stop_rx.clone()));
-        // A follower is ready: it serves and stands by.
-        health.ready.store(true, Ordering::Relaxed);
-        tracing::info!(identity = %identity, lease = %format!("{}/{}", args.lease_namespace, args.lease_name), "waiting to become leader");
-        let mut stop = stop_rx.clone();
-        loop {
-            if *leader_rx.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = leader_rx.changed() => if changed.is_err() { return exit::INTERNAL },
-                _ = stop.changed() => {
-                    let _ = leader_task.await;
-                    return exit::OK;
-                }
-            }
-        }
-        health.ready.store(false, Ordering::Relaxed);
-        gate
-    } else {
-        drop(leader_tx);
-        WriteGate::always()
-    };
-    metrics.leader.set(1);
-
     let settings = Settings {
         namespace: args.namespace.clone(),
         concurrency: args.concurrency,
@@ -262,56 +240,26 @@ async fn operate(args: OperatorArgs) -> u8 {
         platform,
         instance: identity.clone(),
     };
-    // Stop on a signal, or when leadership is lost (then exit non-zero, to come back as a follower).
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let shutdown = {
-        let (mut stop, lost) = (stop_rx.clone(), Arc::clone(&lost));
-        let election = args.leader_election;
-        async move {
-            loop {
-                tokio::select! {
-                    // A requested stop wins: on SIGTERM the leader task also releases the Lease, which is not a loss.
-                    biased;
-                    _ = stop.changed() => if *stop.borrow() { return },
-                    changed = leader_rx.changed(), if election => {
-                        if *stop.borrow() {
-                            return;
-                        }
-                        if changed.is_err() || !*leader_rx.borrow() {
-                            lost.store(true, Ordering::Relaxed);
-                            tracing::error!("lost the leader Lease; stopping");
-                            return;
-                        }
-                    }
-                }
-            }
-        }
+    let election = args.leader_election.then(|| {
+        let mut lc = LeaderConfig::new(&args.lease_namespace, &args.lease_name, &identity);
+        lc.duration = args.lease_duration;
+        lc.renew_every = args.lease_duration / 3;
+        lc
+    });
+    let lifecycle = Lifecycle {
+        settings,
+        election,
+        shutdown_timeout: args.shutdown_timeout,
     };
-    let controller = reconcile::run(client, settings, Arc::clone(&metrics), gate, health, shutdown);
-    let mut stop = stop_rx.clone();
-    let timeout = args.shutdown_timeout;
-    let result = tokio::select! {
-        r = controller => r,
-        () = async move {
-            while !*stop.borrow_and_update() {
-                if stop.changed().await.is_err() { break; }
-            }
-            tokio::time::sleep(timeout).await;
-        } => {
-            tracing::warn!(?timeout, "in-flight reconciles did not finish in time; exiting");
-            Ok(())
-        }
-    };
-    metrics.leader.set(0);
-    // Let the leader task release the Lease.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    match result {
+    // Stop on a signal (finish what runs, then release the Lease: exit 0), or when leadership is lost (exit
+    // non-zero, to come back as a follower).
+    match lifecycle::run(client, lifecycle, metrics, health, stop_rx).await {
+        Ok(Stopped::Requested | Stopped::TimedOut) => exit::OK,
+        Ok(Stopped::LostLease) => exit::INTERNAL,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "the operator failed");
             exit::INTERNAL
         }
-        Ok(()) if lost.load(Ordering::Relaxed) => exit::INTERNAL,
-        Ok(()) => exit::OK,
     }
 }
 

@@ -144,7 +144,11 @@ async fn throttling_backs_off_at_least_as_long_as_the_server_asks() {
     let error = reconcile_app(&app(), &ctx).await.expect_err("throttled");
     assert_eq!(error.category(), "Throttled");
     // Exponential backoff with jitter, but never sooner than Retry-After.
-    let action = error_policy(Arc::new(app()), &error, Arc::clone(&ctx));
+    let action = error_policy(
+        Arc::new(kube::core::DeserializeGuard(Ok(app()))),
+        &error,
+        Arc::clone(&ctx),
+    );
     assert!(format!("{action:?}").contains("7"), "{action:?}");
     let first = count(&log, "PATCH");
     assert!(first >= 1);

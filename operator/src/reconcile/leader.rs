@@ -100,15 +100,16 @@ struct Observed {
     since: Instant,
 }
 
-/// Runs leader election until `stop` turns true; `leader` follows whether this replica may write.
+/// Runs leader election until `release_when` turns true; `leader` follows whether this replica may write.
 ///
-/// Releases the Lease on stop when it holds it.
+/// Then releases the Lease when it holds it. The caller sends `release_when` once nothing writes any more (see
+/// [`super::lifecycle`]): until then the Lease is renewed and the gate stays open.
 pub async fn run(
     api: Api<Lease>,
     config: LeaderConfig,
     gate: WriteGate,
     leader: watch::Sender<bool>,
-    mut stop: watch::Receiver<bool>,
+    mut release_when: watch::Receiver<bool>,
 ) {
     let mut observed: Option<Observed> = None;
     loop {
@@ -138,9 +139,9 @@ pub async fn run(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {}
+            _ = release_when.changed() => {}
         }
-        if *stop.borrow() {
+        if *release_when.borrow() {
             break;
         }
     }

@@ -75,6 +75,11 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, AtomicI64>,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    /// Seconds API writes waited for the client-side rate limit.
+    pub throttled: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Applications whose stored object does not deserialize (reported, not reconciled).
+    pub invalid_applications: Gauge,
+    invalid: Mutex<HashSet<String>>,
     pending: Mutex<HashSet<ObjectRef<Application>>>,
     states: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
@@ -103,6 +108,9 @@ impl Metrics {
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
             leader: Gauge::default(),
+            invalid_applications: Gauge::default(),
+            throttled: Counter::default(),
+            invalid: Mutex::default(),
             pending: Mutex::default(),
             states: Mutex::default(),
             registry: Registry::default(),
@@ -143,6 +151,16 @@ impl Metrics {
             "leader",
             "1 while this replica may write (holds the leader Lease)",
             m.leader.clone(),
+        );
+        registry.register(
+            "api_throttled_seconds",
+            "Seconds API writes waited for the client-side rate limit (--api-qps, --api-burst)",
+            m.throttled.clone(),
+        );
+        registry.register(
+            "invalid_applications",
+            "Applications whose stored object does not deserialize: reported in their status, not reconciled",
+            m.invalid_applications.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -225,6 +243,20 @@ impl Metrics {
         }
     }
 
+    /// Records whether the Application with `uid` does not deserialize (`false` also when it is gone).
+    pub fn invalid(&self, uid: &str, invalid: bool) {
+        let mut set = lock(&self.invalid);
+        let changed = if invalid {
+            set.insert(uid.to_owned())
+        } else {
+            set.remove(uid)
+        };
+        if changed {
+            self.invalid_applications
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Counts one request to the API server.
     pub fn request<B>(&self, req: &http::Request<B>) {
         let watch = req
@@ -250,18 +282,26 @@ impl Metrics {
     }
 }
 
-/// A client whose requests are counted in `metrics`.
+/// A client whose requests are counted in `metrics`, and whose writes are held to `limit`
+/// ([`super::throttle`]).
 ///
 /// # Errors
 /// When the client cannot be built from `config`.
-pub fn counted_client(config: kube::Config, metrics: &Arc<Metrics>) -> Result<kube::Client, kube::Error> {
+pub fn counted_client(
+    config: kube::Config,
+    metrics: &Arc<Metrics>,
+    limit: super::throttle::WriteLimit,
+) -> Result<kube::Client, kube::Error> {
     let m = Arc::clone(metrics);
-    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+    let counted = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         m.request(&req);
         req
     });
+    // Outermost: a write is counted when it is sent, after its wait.
+    let throttled = super::throttle::ThrottleLayer::<kube::client::Body>::new(limit, Some(Arc::clone(metrics)));
     Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&layer)
+        .with_layer(&counted)
+        .with_layer(&throttled)
         .build())
 }
 
@@ -304,6 +344,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        m.invalid("u2", true);
+        m.invalid("u2", true);
+        assert!(m.encode().contains("plinth_invalid_applications 1"));
+        m.invalid("u2", false);
+        assert!(m.encode().contains("plinth_invalid_applications 0"));
         m.conditions("u1", None);
         assert!(
             m.encode()

@@ -9,6 +9,11 @@
 //! Triggers: Applications (spec changes), the kinds Plinth creates (metadata-only watches, labelled
 //! `app.kubernetes.io/managed-by=plinth`; Deployments in full for their rollout state) and
 //! Blueprints (through an index from Blueprint to the Applications that use it).
+//!
+//! An Application whose stored object does not deserialize (a wrong type written before a schema change, or past
+//! a server that does not check it) never stops the watch of the others: it is read through a
+//! [`DeserializeGuard`], reported (log, Event, `plinth_invalid_applications`, `Degraded=True` with reason
+//! `InvalidSpec` in its status), and left alone until it changes.
 
 pub mod apply;
 pub mod desired;
@@ -19,9 +24,11 @@ pub mod http;
 pub mod index;
 pub mod kinds;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod prune;
 pub mod status;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,9 +40,9 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::{WatchStreamExt as _, predicates};
@@ -155,6 +162,9 @@ impl Error {
     }
 }
 
+/// An Application as watched: the object, or why it does not deserialize (with its metadata).
+pub type GuardedApplication = DeserializeGuard<Application>;
+
 /// A Blueprint compiled once per revision and shared by every Application that uses it.
 type Compiled = Arc<Result<LoadedBlueprint, Problems>>;
 
@@ -170,7 +180,7 @@ pub struct Context {
     applied: Mutex<HashMap<String, AppliedState>>,
     failures: Mutex<HashMap<ObjectRef<Application>, u32>>,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: events::Publisher,
     gate: WriteGate,
 }
 
@@ -209,7 +219,7 @@ impl Context {
             instance: Some("test".into()),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: events::Publisher::new(client.clone(), reporter),
             client,
             served: Served::newest(),
             children: Children::default(),
@@ -254,6 +264,71 @@ impl Context {
     fn live(&self, namespace: &str) -> impl Fn(&ChildKey) -> Option<ChildMeta> + '_ {
         let namespace = namespace.to_owned();
         move |k: &ChildKey| self.children.get(k.kind, &namespace, &k.name)
+    }
+
+    /// Reports an Application that does not deserialize: a log line, the `plinth_invalid_applications` gauge, a
+    /// Warning Event and `Degraded=True` (reason `InvalidSpec`) in its status, written by a merge patch that does
+    /// not need the object to deserialize. Nothing else is touched: the objects applied before stay as they are.
+    async fn report_invalid(&self, invalid: &kube::core::error_boundary::InvalidObject) -> Result<(), Error> {
+        let meta = &invalid.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let uid = meta.uid.clone().unwrap_or_default();
+        self.metrics.invalid(&uid, true);
+        let raw: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &namespace,
+            &kube::core::ApiResource::erase::<Application>(&()),
+        );
+        // The raw object names the field that does not fit; without it, the guard's message.
+        let object = raw.get_opt(&name).await.map_err(|source| Error::Status {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+        let Some(object) = object else { return Ok(()) };
+        let problem = status::invalid_object(&object.data).unwrap_or_else(|| invalid.error.clone());
+        let message = format!(
+            "the stored Application does not match the schema this operator reads: {problem}; fix that field \
+             (`kubectl edit application {name} -n {namespace}`); the objects applied before are left as they are"
+        );
+        tracing::warn!(application = %format!("{namespace}/{name}"), error = %problem, "an Application does not deserialize; reported, not reconciled");
+        let previous = status::raw_status(&object.data);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let outcome = Outcome::NotRendered {
+            reason: "InvalidSpec",
+            message,
+        };
+        let next = status::compute(&previous, meta.generation.unwrap_or_default(), &outcome, &now);
+        if previous != next {
+            self.write_allowed()?;
+            let api: Api<GuardedApplication> = Api::namespaced(self.client.clone(), &namespace);
+            status::patch_if_changed(&api, &name, &previous, &next)
+                .await
+                .map_err(|source| Error::Status {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                })?;
+            let events: Vec<_> = status::transitions(&previous, &next)
+                .into_iter()
+                .filter(|c| c.type_ == plinth_api::conditions::DEGRADED)
+                .map(events::for_transition)
+                .collect();
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(plinth_api::API_VERSION.to_owned()),
+                kind: Some("Application".to_owned()),
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                ..Default::default()
+            };
+            if !events.is_empty() && self.gate.open() {
+                self.recorder.publish(&reference, events).await;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the status (when changed) and publishes Events for transitions and actions.
@@ -301,7 +376,7 @@ impl Context {
             actions.push(e);
         }
         if !actions.is_empty() && self.gate.open() {
-            events::publish(&self.recorder, &app.object_ref(&()), actions).await;
+            self.recorder.publish(&app.object_ref(&()), actions).await;
         }
         self.metrics.conditions(
             app.metadata.uid.as_deref().unwrap_or_default(),
@@ -317,11 +392,31 @@ impl Context {
     }
 }
 
-async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let oref = ObjectRef::from_obj(&*app);
+/// The Application's reference, from its metadata (also for an object that does not deserialize).
+fn app_ref(app: &GuardedApplication) -> ObjectRef<Application> {
+    let meta = app.meta();
+    ObjectRef::new(meta.name.as_deref().unwrap_or_default()).within(meta.namespace.as_deref().unwrap_or_default())
+}
+
+async fn reconcile(guarded: Arc<GuardedApplication>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let oref = app_ref(&guarded);
     ctx.metrics.started(&oref);
     let started = Instant::now();
-    let result = reconcile_app(&app, &ctx).await;
+    let app = match &guarded.0 {
+        Ok(app) => app,
+        Err(invalid) => {
+            let result = ctx.report_invalid(invalid).await;
+            ctx.metrics
+                .finished(if result.is_ok() { "invalid" } else { "error" }, started.elapsed());
+            result?;
+            lock(&ctx.failures).remove(&oref);
+            // Nothing to retry: the next change of the object brings it back.
+            return Ok(Action::await_change());
+        }
+    };
+    ctx.metrics
+        .invalid(app.metadata.uid.as_deref().unwrap_or_default(), false);
+    let result = reconcile_app(app, &ctx).await;
     let label = match &result {
         Ok(Done::Wrote) => "applied",
         Ok(Done::Unchanged) => "unchanged",
@@ -341,8 +436,8 @@ fn jitter(d: Duration, spread: f64) -> Duration {
     d.mul_f64(rand::random_range((1.0 - spread)..(1.0 + spread)))
 }
 
-fn error_policy(app: Arc<Application>, error: &Error, ctx: Arc<Context>) -> Action {
-    let oref = ObjectRef::from_obj(&*app);
+fn error_policy(app: Arc<GuardedApplication>, error: &Error, ctx: Arc<Context>) -> Action {
+    let oref = app_ref(&app);
     let n = {
         let mut failures = lock(&ctx.failures);
         let n = failures.entry(oref.clone()).or_insert(0);
@@ -643,7 +738,7 @@ pub async fn run(
         instance: Some(settings.instance.clone()),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: events::Publisher::new(client.clone(), reporter),
         client: client.clone(),
         served: served.clone(),
         children: Children::default(),
@@ -778,29 +873,34 @@ pub async fn run(
     }
 
     // Applications: spec changes (generation) trigger; status writes do not.
-    let apps: Api<Application> = match &settings.namespace {
+    let apps: Api<GuardedApplication> = match &settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let (store, writer) = reflector::store::<Application>();
+    let (store, writer) = reflector::store::<GuardedApplication>();
     let app_ctx = Arc::clone(&ctx);
     let app_stream = watcher(apps, watcher::Config::default())
         .default_backoff()
-        .modify(|a: &mut Application| {
+        .modify(|a: &mut GuardedApplication| {
             // Only spec, status and identity are read: keep the cache small.
-            a.metadata.managed_fields = None;
-            if let Some(ann) = a.metadata.annotations.as_mut() {
+            let meta = a.meta_mut();
+            meta.managed_fields = None;
+            if let Some(ann) = meta.annotations.as_mut() {
                 ann.remove("kubectl.kubernetes.io/last-applied-configuration");
             }
         })
         .reflect(writer)
         .inspect_ok(move |ev| match ev {
-            Event::Apply(a) | Event::InitApply(a) => app_ctx.users.set(ObjectRef::from_obj(a), &a.spec.blueprint),
+            Event::Apply(a) | Event::InitApply(a) => match &a.0 {
+                Ok(app) => app_ctx.users.set(app_ref(a), &app.spec.blueprint),
+                Err(_) => app_ctx.users.remove(&app_ref(a)),
+            },
             Event::Delete(a) => {
-                app_ctx.users.remove(&ObjectRef::from_obj(a));
-                let uid = a.metadata.uid.clone().unwrap_or_default();
+                app_ctx.users.remove(&app_ref(a));
+                let uid = a.meta().uid.clone().unwrap_or_default();
                 lock(&app_ctx.applied).remove(&uid);
                 app_ctx.metrics.conditions(&uid, None);
+                app_ctx.metrics.invalid(&uid, false);
             }
             Event::Init | Event::InitDone => {}
         })
@@ -808,7 +908,7 @@ pub async fn run(
         .predicate_filter(predicates::generation, Default::default())
         .inspect_ok({
             let metrics = Arc::clone(&metrics);
-            move |a| metrics.queued(ObjectRef::from_obj(a))
+            move |a| metrics.queued(app_ref(a))
         });
 
     // Start reconciling once the children and Blueprints are known, so nothing is mistaken for missing.
@@ -822,7 +922,9 @@ pub async fn run(
     tracing::info!(children = ctx.children.len(), "caches synced; reconciling");
 
     let mut triggers = triggers;
-    let trigger_stream = futures::stream::poll_fn(move |cx| triggers.poll_recv(cx));
+    let trigger_stream = futures::stream::poll_fn(move |cx| triggers.poll_recv(cx)).map(|r: ObjectRef<Application>| {
+        ObjectRef::<GuardedApplication>::new(&r.name).within(r.namespace.as_deref().unwrap_or_default())
+    });
     Controller::for_stream(app_stream, store)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .reconcile_on(trigger_stream)

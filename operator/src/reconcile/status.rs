@@ -6,9 +6,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
+use plinth_api::ApplicationStatus;
 use plinth_api::application::{BlueprintRef, ResourceStatus};
 use plinth_api::conditions::{APPLIED, DEGRADED, PROGRESSING, READY, RENDERED};
-use plinth_api::{Application, ApplicationStatus};
 use serde_json::Value;
 
 use super::desired::Desired;
@@ -344,12 +344,15 @@ pub fn transitions<'a>(previous: &ApplicationStatus, next: &'a ApplicationStatus
 ///
 /// # Errors
 /// When the API call fails.
-pub async fn patch_if_changed(
-    api: &Api<Application>,
+pub async fn patch_if_changed<K>(
+    api: &Api<K>,
     name: &str,
     previous: &ApplicationStatus,
     next: &ApplicationStatus,
-) -> Result<bool, kube::Error> {
+) -> Result<bool, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     if previous == next {
         return Ok(false);
     }
@@ -376,6 +379,36 @@ pub async fn patch_if_changed(
     Ok(true)
 }
 
+/// Why a stored Application does not deserialize, with the field path (`spec.replicas: invalid type: ...`);
+/// `None` when it does. `data` is the object without apiVersion, kind and metadata (a `DynamicObject`'s data).
+pub fn invalid_object(data: &Value) -> Option<String> {
+    for (field, value) in [("spec", &data["spec"]), ("status", &data["status"])] {
+        let failed = if field == "spec" {
+            serde_path_to_error::deserialize::<_, plinth_api::ApplicationSpec>(value).err()
+        } else if value.is_null() {
+            None
+        } else {
+            serde_path_to_error::deserialize::<_, ApplicationStatus>(value).err()
+        };
+        if let Some(e) = failed {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                field.to_owned()
+            } else {
+                format!("{field}.{path}")
+            };
+            return Some(format!("{at}: {}", e.inner()));
+        }
+    }
+    None
+}
+
+/// The status of a stored Application read on its own (empty when it does not deserialize either), so that the
+/// conditions of an Application whose spec is unreadable can still be computed and written.
+pub fn raw_status(data: &Value) -> ApplicationStatus {
+    serde_json::from_value(data["status"].clone()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +418,26 @@ mod tests {
 
     fn t(s: &str) -> Time {
         Time(s.parse().expect("a timestamp"))
+    }
+
+    #[test]
+    fn an_unreadable_application_names_the_field_and_keeps_its_status() {
+        let data = serde_json::json!({
+            "spec": {"image": "a:1", "replicas": "three"},
+            "status": {"observedGeneration": 3, "conditions": []},
+        });
+        let why = invalid_object(&data).expect("unreadable");
+        assert!(
+            why.starts_with("spec.replicas: invalid type: string \"three\""),
+            "{why}"
+        );
+        assert_eq!(raw_status(&data).observed_generation, Some(3));
+        let fine = serde_json::json!({"spec": {"image": "a:1", "replicas": 2}});
+        assert_eq!(invalid_object(&fine), None);
+        assert_eq!(raw_status(&fine), ApplicationStatus::default());
+        let bad_status = serde_json::json!({"spec": {"image": "a:1"}, "status": {"conditions": 5}});
+        assert!(invalid_object(&bad_status).is_some_and(|w| w.starts_with("status.conditions")));
+        assert_eq!(raw_status(&bad_status), ApplicationStatus::default());
     }
 
     fn applied(ready: bool) -> Outcome {
