@@ -968,6 +968,11 @@ impl LocalPlane {
                     format!("--cluster-signing-key-file={}", path("ca.key")),
                     format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                     "--profiling=false".to_owned(),
+                    // The default client-side limit (20 writes a second) makes thousands of Deployments (the
+                    // operator benchmark) take an hour to settle; a test wants the controllers' behaviour, not
+                    // their throttle.
+                    "--kube-api-qps=500".to_owned(),
+                    "--kube-api-burst=1000".to_owned(),
                 ]);
             }
         }

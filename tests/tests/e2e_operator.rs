@@ -1734,6 +1734,7 @@ async fn bench_convergence() {
             op.log()
         );
     };
+    let resync_took = resync_started.elapsed();
     let peak_rss_after = proc_status(pid, "VmHWM:").unwrap_or(0);
     let report = json!({
         "applications": n,
@@ -1753,6 +1754,7 @@ async fn bench_convergence() {
         "settled_seconds": settled.as_secs_f64(),
         "resync_reconciles": unchanged_after - before_unchanged,
         "resync_write_requests": writes_after - writes_before,
+        "resync_seconds": resync_took.as_secs_f64(),
     });
     println!("PLINTH_BENCH_RESULT {report}");
     assert_eq!(

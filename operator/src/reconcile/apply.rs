@@ -12,13 +12,136 @@ use super::desired::{ChildKey, Desired, DesiredObject};
 use super::index::{ChildMeta, FIELD_MANAGER, fields_fingerprint};
 use super::kinds::Served;
 
+/// A `sha256:<hex>` digest kept as its 32 bytes (no allocation); any other text (the empty fingerprint of an
+/// object Plinth owns no field of) as itself. Compares equal to its text form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Digest {
+    /// `sha256:` and 64 lower-case hex digits.
+    Sha256([u8; 32]),
+    /// Anything else.
+    Text(Box<str>),
+}
+
+impl Digest {
+    fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+        let hex = s.strip_prefix("sha256:")?.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *o = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(out)
+    }
+}
+
+impl From<&str> for Digest {
+    fn from(s: &str) -> Digest {
+        Digest::parse_sha256(s).map_or_else(|| Digest::Text(s.into()), Digest::Sha256)
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Digest::Sha256(bytes) => {
+                f.write_str("sha256:")?;
+                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Digest::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl PartialEq<str> for Digest {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Digest::Sha256(bytes) => Digest::parse_sha256(other).is_some_and(|o| o == *bytes),
+            Digest::Text(t) => &**t == other,
+        }
+    }
+}
+
+impl PartialEq<String> for Digest {
+    fn eq(&self, other: &String) -> bool {
+        *self == *other.as_str()
+    }
+}
+
 /// What was applied for one object: the desired hash and Plinth's fields fingerprint afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     /// `DesiredObject::hash` at the last apply.
-    pub hash: String,
+    pub hash: Digest,
     /// `fields_fingerprint` right after it.
-    pub fields: String,
+    pub fields: Digest,
+}
+
+impl Recorded {
+    /// A record of `hash` and `fields` in their text form.
+    pub fn new(hash: &str, fields: &str) -> Recorded {
+        Recorded {
+            hash: Digest::from(hash),
+            fields: Digest::from(fields),
+        }
+    }
+}
+
+/// The records of an Application's objects, sorted by key: a list, a fraction of a map's size for the handful of
+/// objects one Application has (this is kept for every Application).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Records(Vec<(ChildKey, Recorded)>);
+
+impl Records {
+    fn find(&self, key: &ChildKey) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key))
+    }
+
+    /// The record of `key`.
+    pub fn get(&self, key: &ChildKey) -> Option<&Recorded> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The record of `key`, to change.
+    pub fn get_mut(&mut self, key: &ChildKey) -> Option<&mut Recorded> {
+        self.find(key).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Records `key`, replacing what was there.
+    pub fn insert(&mut self, key: ChildKey, record: Recorded) {
+        match self.find(&key) {
+            Ok(i) => self.0[i].1 = record,
+            Err(i) => self.0.insert(i, (key, record)),
+        }
+    }
+
+    /// Keeps the records `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&ChildKey, &Recorded) -> bool) {
+        self.0.retain(|(k, r)| keep(k, r));
+        self.0.shrink_to_fit();
+    }
+
+    /// The records in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ChildKey, &Recorded)> {
+        self.0.iter().map(|(k, r)| (k, r))
+    }
+}
+
+impl FromIterator<(ChildKey, Recorded)> for Records {
+    fn from_iter<I: IntoIterator<Item = (ChildKey, Recorded)>>(iter: I) -> Records {
+        let mut records = Records::default();
+        for (k, r) in iter {
+            records.insert(k, r);
+        }
+        records.0.shrink_to_fit();
+        records
+    }
 }
 
 /// What the controller last applied for one Application.
@@ -27,18 +150,18 @@ pub struct AppliedState {
     /// `Desired::hash`.
     pub hash: String,
     /// Per object.
-    pub objects: BTreeMap<ChildKey, Recorded>,
+    pub objects: Records,
 }
 
 impl AppliedState {
     /// `sha256:` over every object's fields fingerprint: what `status.ownedFieldsHash` stores.
     pub fn fields_hash(&self) -> String {
-        fields_hash(self.objects.iter().map(|(k, r)| (k, r.fields.as_str())))
+        fields_hash(self.objects.iter().map(|(k, r)| (k, &r.fields)))
     }
 }
 
 /// Combines per-object fingerprints into one.
-pub fn fields_hash<'a>(objects: impl Iterator<Item = (&'a ChildKey, &'a str)>) -> String {
+pub fn fields_hash<'a, F: std::fmt::Display>(objects: impl Iterator<Item = (&'a ChildKey, F)>) -> String {
     let mut text = String::new();
     for (k, f) in objects {
         text.push_str(&format!("{k}={f}\n"));
@@ -92,14 +215,8 @@ pub fn baseline(
             .objects
             .iter()
             .map(|o| {
-                let fields = live.get(&o.key).map(|m| m.fields.clone()).unwrap_or_default();
-                (
-                    o.key.clone(),
-                    Recorded {
-                        hash: o.hash.clone(),
-                        fields,
-                    },
-                )
+                let fields = live.get(&o.key).map(|m| m.fields.as_str()).unwrap_or_default();
+                (o.key.clone(), Recorded::new(&o.hash, fields))
             })
             .collect(),
     };
@@ -252,15 +369,7 @@ mod tests {
             objects: d
                 .objects
                 .iter()
-                .map(|o| {
-                    (
-                        o.key.clone(),
-                        Recorded {
-                            hash: o.hash.clone(),
-                            fields: fields.into(),
-                        },
-                    )
-                })
+                .map(|o| (o.key.clone(), Recorded::new(&o.hash, fields)))
                 .collect(),
         }
     }
@@ -280,7 +389,7 @@ mod tests {
         let first = d.objects[0].key.clone();
         let last = d.objects[d.objects.len() - 1].key.clone();
         if let Some(r) = base.objects.get_mut(&last) {
-            r.hash = "sha256:old".into();
+            r.hash = Digest::from("sha256:old");
         }
         let verdicts = plan(
             &d,
@@ -316,13 +425,41 @@ mod tests {
     }
 
     #[test]
+    fn digests_are_kept_as_bytes_and_compare_with_their_text() {
+        let text = crate::reconcile::desired::sha256(b"x");
+        let d = Digest::from(text.as_str());
+        assert!(matches!(d, Digest::Sha256(_)));
+        assert_eq!(d.to_string(), text);
+        assert!(d == text);
+        assert!(d != *"sha256:other");
+        assert_eq!(Digest::from(""), Digest::Text("".into()));
+        assert!(
+            matches!(Digest::from("sha256:ABC"), Digest::Text(_)),
+            "not a digest: kept as text"
+        );
+        let mut records: Records = [("b", 1), ("a", 2)]
+            .iter()
+            .map(|(n, _)| {
+                (
+                    ChildKey {
+                        kind: crate::reconcile::kinds::Kind::ConfigMap,
+                        name: (*n).into(),
+                    },
+                    Recorded::new(&text, ""),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = records.iter().map(|(k, _)| k.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "in key order, as the fields hash needs");
+        records.retain(|k, _| k.name == "b");
+        assert_eq!(records.iter().count(), 1);
+    }
+
+    #[test]
     fn confirmation_reads_decide_create_drift_collision() {
         let d = desired_for(r#"{"image":"ghcr.io/acme/shop:1.0","port":8080}"#);
         let o = &d.objects[0];
-        let r = Recorded {
-            hash: o.hash.clone(),
-            fields: "f1".into(),
-        };
+        let r = Recorded::new(&o.hash, "f1");
         assert_eq!(confirm(None, Some(&r), o, "u-1"), Verdict::Apply(Why::Create));
         assert_eq!(
             confirm(Some(&owned("u-1", "f1")), Some(&r), o, "u-1"),

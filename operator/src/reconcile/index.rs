@@ -33,8 +33,8 @@ pub struct ChildMeta {
     pub managed: bool,
     /// Fingerprint of the fields Plinth owns (its server-side apply entry), empty when Plinth owns none.
     pub fields: String,
-    /// Rollout state, for Deployments.
-    pub rollout: Option<Rollout>,
+    /// Rollout state, for Deployments (boxed: the other kinds, three in four objects, need no room for it).
+    pub rollout: Option<Box<Rollout>>,
 }
 
 /// A Deployment's rollout state, from its status.
@@ -85,7 +85,7 @@ impl ChildMeta {
     pub fn from_deployment(d: &Deployment) -> ChildMeta {
         let mut meta = ChildMeta::from_meta(&d.metadata);
         let status = d.status.clone().unwrap_or_default();
-        meta.rollout = Some(Rollout {
+        meta.rollout = Some(Box::new(Rollout {
             generation: d.metadata.generation.unwrap_or_default(),
             observed_generation: status.observed_generation.unwrap_or_default(),
             desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
@@ -98,7 +98,7 @@ impl ChildMeta {
                 .into_iter()
                 .find(|c| c.type_ == "Progressing" && c.status == "False")
                 .and_then(|c| c.reason),
-        });
+        }));
         meta
     }
 
@@ -134,7 +134,8 @@ type Slot = (String, String);
 #[derive(Debug, Default)]
 struct KindIndex {
     objects: HashMap<Slot, ChildMeta>,
-    by_owner: HashMap<String, HashSet<Slot>>,
+    /// An Application owns one object of a kind, rarely a few: a list is a fraction of a set's size.
+    by_owner: HashMap<String, Vec<Slot>>,
     /// Objects listed since the last `Init`, swapped in at `InitDone`.
     relist: Option<HashMap<Slot, ChildMeta>>,
 }
@@ -143,7 +144,10 @@ impl KindIndex {
     fn insert(&mut self, slot: Slot, meta: ChildMeta) {
         self.remove(&slot);
         for owner in &meta.owner_uids {
-            self.by_owner.entry(owner.clone()).or_default().insert(slot.clone());
+            let slots = self.by_owner.entry(owner.clone()).or_default();
+            if !slots.contains(&slot) {
+                slots.push(slot.clone());
+            }
         }
         self.objects.insert(slot, meta);
     }
@@ -152,7 +156,7 @@ impl KindIndex {
         if let Some(old) = self.objects.remove(slot) {
             for owner in &old.owner_uids {
                 if let Some(set) = self.by_owner.get_mut(owner) {
-                    set.remove(slot);
+                    set.retain(|s| s != slot);
                     if set.is_empty() {
                         self.by_owner.remove(owner);
                     }

@@ -81,7 +81,8 @@ pub struct Metrics {
     pub invalid_applications: Gauge,
     invalid: Mutex<HashSet<String>>,
     pending: Mutex<HashSet<ObjectRef<Application>>>,
-    states: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Per Application uid, its (condition type, status): static strings, no allocation per Application.
+    states: Mutex<HashMap<String, Vec<(&'static str, &'static str)>>>,
 }
 
 impl Default for Metrics {
@@ -219,27 +220,31 @@ impl Metrics {
             .inc();
     }
 
-    /// Records the conditions of the Application with `uid` (`None`: it is gone).
+    /// Records the conditions of the Application with `uid` (`None`: it is gone). Only Plinth's condition types
+    /// and the statuses `True`, `False` and `Unknown` are counted.
     pub fn conditions(&self, uid: &str, conditions: Option<Vec<(String, String)>>) {
+        let known = |(condition, status): (String, String)| {
+            let condition = plinth_api::conditions::ALL.iter().find(|c| **c == condition)?;
+            let status = ["True", "False", "Unknown"].into_iter().find(|s| *s == status)?;
+            Some((*condition, status))
+        };
+        let labels = |(condition, status): (&str, &str)| ConditionLabels {
+            condition: condition.to_owned(),
+            status: status.to_owned(),
+        };
         let mut states = lock(&self.states);
         let old = match conditions {
             Some(new) => {
-                for (condition, status) in &new {
-                    self.applications
-                        .get_or_create(&ConditionLabels {
-                            condition: condition.clone(),
-                            status: status.clone(),
-                        })
-                        .inc();
+                let new: Vec<(&'static str, &'static str)> = new.into_iter().filter_map(known).collect();
+                for pair in &new {
+                    self.applications.get_or_create(&labels(*pair)).inc();
                 }
                 states.insert(uid.to_owned(), new)
             }
             None => states.remove(uid),
         };
-        for (condition, status) in old.unwrap_or_default() {
-            self.applications
-                .get_or_create(&ConditionLabels { condition, status })
-                .dec();
+        for pair in old.unwrap_or_default() {
+            self.applications.get_or_create(&labels(pair)).dec();
         }
     }
 

@@ -616,13 +616,7 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Done, Error> 
             Why::Drifted => "drift",
         };
         ctx.metrics.object(o.key.kind.name(), action);
-        state.objects.insert(
-            o.key.clone(),
-            Recorded {
-                hash: o.hash.clone(),
-                fields,
-            },
-        );
+        state.objects.insert(o.key.clone(), Recorded::new(&o.hash, &fields));
         wrote.push((o.key.clone(), *why));
     }
 

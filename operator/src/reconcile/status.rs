@@ -450,7 +450,7 @@ mod tests {
                 app_label: Some("shop".into()),
                 managed: true,
                 fields: String::new(),
-                rollout: Some(Rollout {
+                rollout: Some(Box::new(Rollout {
                     generation: 2,
                     observed_generation: 2,
                     desired: 3,
@@ -458,7 +458,7 @@ mod tests {
                     updated: 3,
                     available: if ready { 3 } else { 2 },
                     failure: None,
-                }),
+                })),
             })
         };
         Outcome::Applied {
