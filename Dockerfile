@@ -26,6 +26,10 @@ LABEL org.opencontainers.image.source="https://github.com/plinth-dev/plinth" \
       org.opencontainers.image.description="Plinth operator and eBPF NetworkPolicy agent" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/plinth /out/plinth-agent /usr/local/bin/
+# `plinth` allocates with mimalloc; a long-running operator returns freed memory at once and commits arena
+# memory as it is used (peak RSS at 10,000 Applications: 136 MiB instead of 150; BENCHMARKS.md).
+ENV MIMALLOC_PURGE_DELAY=0 \
+    MIMALLOC_ARENA_EAGER_COMMIT=0
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/plinth"]
 CMD ["operator"]
