@@ -323,3 +323,21 @@ impl InProcess {
         );
     }
 }
+
+/// Asserts that a request was forbidden by RBAC for the ServiceAccount `user`.
+///
+/// # Panics
+/// When the request was not refused with 403, or the refusal does not name `user`.
+#[track_caller]
+pub fn forbidden<T: std::fmt::Debug>(what: &str, user: &str, result: Result<T, kube::Error>) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            assert!(
+                status.message.contains(user),
+                "{what}: refused for {user}: {}",
+                status.message
+            );
+        }
+        other => panic!("{what}: expected 403 Forbidden for {user}, got {other:?}"),
+    }
+}

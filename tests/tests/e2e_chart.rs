@@ -29,7 +29,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use plinth_api::{Application, Blueprint};
 use plinth_tests::control_plane::{self, ControlPlane};
-use plinth_tests::operator::InProcess;
+use plinth_tests::operator::{InProcess, forbidden};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -262,21 +262,6 @@ async fn token_config(cp: &ControlPlane, namespace: &str, name: &str) -> kube::C
         .unwrap();
     config.auth_info = serde_json::from_value(json!({ "token": token })).unwrap();
     config
-}
-
-/// Asserts that a request was forbidden by RBAC for the ServiceAccount `user`.
-#[track_caller]
-fn forbidden<T: std::fmt::Debug>(what: &str, user: &str, result: Result<T, kube::Error>) {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            assert!(
-                status.message.contains(user),
-                "{what}: refused for {user}: {}",
-                status.message
-            );
-        }
-        other => panic!("{what}: expected 403 Forbidden for {user}, got {other:?}"),
-    }
 }
 
 #[track_caller]

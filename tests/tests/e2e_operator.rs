@@ -26,7 +26,7 @@ use plinth_api::{Application, Blueprint};
 use plinth_operator::reconcile::kinds::{Kind, Served};
 use plinth_operator::reconcile::metrics::Metrics;
 use plinth_tests::control_plane::{self, ControlPlane};
-use plinth_tests::operator::{ChartIdentity, InProcess, init_tracing};
+use plinth_tests::operator::{ChartIdentity, InProcess, forbidden, init_tracing};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -806,21 +806,6 @@ async fn a_resync_of_unchanged_applications_writes_nothing() {
         "{resyncs} resyncs of unchanged Applications wrote nothing"
     );
     op.stop().await;
-}
-
-/// Asserts that the API server refused a request of the operator's ServiceAccount (403 naming it).
-#[track_caller]
-fn forbidden<T: std::fmt::Debug>(what: &str, user: &str, result: Result<T, kube::Error>) {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            assert!(
-                status.message.contains(user),
-                "{what}: refused for {user}: {}",
-                status.message
-            );
-        }
-        other => panic!("{what}: expected 403 Forbidden for {user}, got {other:?}"),
-    }
 }
 
 #[tokio::test]
