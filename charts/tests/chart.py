@@ -67,19 +67,7 @@ def install(
         "wait": "hookOnly",
         "timeout_seconds": 120,
     }
-    with helm_chart.Chart.load(CHART) as loaded, Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
-        payload = _native.call_string(
-            "helm_install",
-            config._raw(),
-            Config._context_arg(None),
-            loaded._raw(),
-            None,
-            release,
-            json.dumps(values or {}),
-            json.dumps(options),
-        )
-    installed = json.loads(payload)
-    return documents(installed["manifest"]), installed.get("info", {}).get("notes", "")
+    return _release_action("helm_install", kubeconfig, values, release, namespace, options)
 
 
 def upgrade(
@@ -88,9 +76,16 @@ def upgrade(
     """`helm upgrade --server-side` of an installed release; returns the new revision's objects and notes."""
     # For upgrades Helm takes "true", "false" or "auto" (keep what the release used).
     options = {"namespace": namespace, "server_side_apply": "true", "wait": "hookOnly", "timeout_seconds": 120}
+    return _release_action("helm_upgrade", kubeconfig, values, release, namespace, options)
+
+
+def _release_action(
+    action: str, kubeconfig: str, values: dict[str, Any] | None, release: str, namespace: str, options: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str]:
+    """Runs a release action of the Helm library on the chart; returns the release's objects and notes."""
     with helm_chart.Chart.load(CHART) as loaded, Config(kubeconfig_path=kubeconfig, namespace=namespace) as config:
         payload = _native.call_string(
-            "helm_upgrade",
+            action,
             config._raw(),
             Config._context_arg(None),
             loaded._raw(),
@@ -99,8 +94,8 @@ def upgrade(
             json.dumps(values or {}),
             json.dumps(options),
         )
-    upgraded = json.loads(payload)
-    return documents(upgraded["manifest"]), upgraded.get("info", {}).get("notes", "")
+    result = json.loads(payload)
+    return documents(result["manifest"]), result.get("info", {}).get("notes", "")
 
 
 def uninstall(kubeconfig: str, *, release: str, namespace: str) -> None:
