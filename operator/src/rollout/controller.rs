@@ -336,13 +336,14 @@ impl Driver {
         futures::pin_mut!(shutdown);
         loop {
             let mut wait = tick;
-            match Api::<Blueprint>::all(self.client.clone())
+            // Guarded: a Blueprint that does not deserialize (reported by the controller) never stops the others.
+            match Api::<kube::core::DeserializeGuard<Blueprint>>::all(self.client.clone())
                 .list(&ListParams::default())
                 .await
             {
                 Ok(list) => {
                     // Blueprints that never asked for a rollout keep today's behaviour: every change applies at once.
-                    let managed = list.items.iter().filter(|bp| {
+                    let managed = list.items.iter().filter_map(|g| g.0.as_ref().ok()).filter(|bp| {
                         bp.spec.rollout.is_some() || bp.status.as_ref().is_some_and(|s| s.rollout.is_some())
                     });
                     for bp in managed {
