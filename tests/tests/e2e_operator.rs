@@ -1297,6 +1297,16 @@ async fn local_malformed_applications_and_blueprints_are_reported_and_the_others
     )
     .await
     .unwrap();
+    // One that stays broken to the end, on the Blueprint that gets a rollout below.
+    raw.create(
+        &PostParams::default(),
+        &object(
+            "stays-broken",
+            json!({"image": "ghcr.io/acme/shop:1.0", "blueprint": "broken-bp", "port": "eighty"}),
+        ),
+    )
+    .await
+    .unwrap();
     create(
         &client,
         ns.name(),
@@ -1342,8 +1352,13 @@ async fn local_malformed_applications_and_blueprints_are_reported_and_the_others
         message.contains("spec.replicas") && message.contains("three"),
         "{message}"
     );
-    assert_eq!(op.metrics.invalid_applications.get(), 1);
-    assert!(op.metrics.encode().contains("plinth_invalid_applications 1"));
+    let metrics = Arc::clone(&op.metrics);
+    eventually_async("both broken Applications counted", || {
+        let counted = metrics.invalid_applications.get() == 2;
+        async move { counted }
+    })
+    .await;
+    assert!(op.metrics.encode().contains("plinth_invalid_applications 2"));
     let (c, n) = (client.clone(), ns.name().to_owned());
     eventually_async("a Warning Event about the broken Application", || {
         let (c, n) = (c.clone(), n.clone());
@@ -1377,7 +1392,7 @@ async fn local_malformed_applications_and_blueprints_are_reported_and_the_others
     .unwrap();
     applied(&client, ns.name(), "broken").await;
     assert!(get::<Deployment>(&client, ns.name(), "broken").await.is_some());
-    assert_eq!(op.metrics.invalid_applications.get(), 0);
+    assert_eq!(op.metrics.invalid_applications.get(), 1, "stays-broken");
 
     // The Application on the unreadable Blueprint says which field of the Blueprint to fix, and renders nothing.
     let app = wait_app(
@@ -1394,11 +1409,13 @@ async fn local_malformed_applications_and_blueprints_are_reported_and_the_others
         "{message}"
     );
     assert!(get::<Deployment>(&client, ns.name(), "on-broken-bp").await.is_none());
-    // Fixed (the bundled `web` under the broken one's name), the Application renders from it.
+    // Fixed (the bundled `web` under the broken one's name, with a rollout), the Application renders from it, and
+    // the rollout records its revision although an Application of that Blueprint still does not deserialize.
     let mut web = serde_json::to_value(&plinth_operator::render::bundled::objects().unwrap()["web"]).unwrap();
     web["apiVersion"] = json!(plinth_api::API_VERSION);
     web["kind"] = json!("Blueprint");
     web["metadata"] = json!({"name": "broken-bp"});
+    web["spec"]["rollout"] = json!({"strategy": "Immediate"});
     raw_blueprints
         .delete("broken-bp", &DeleteParams::default())
         .await
@@ -1406,6 +1423,15 @@ async fn local_malformed_applications_and_blueprints_are_reported_and_the_others
     put_blueprint(&Api::all(client.clone()), "broken-bp", web).await;
     applied(&client, ns.name(), "on-broken-bp").await;
     assert!(get::<Deployment>(&client, ns.name(), "on-broken-bp").await.is_some());
+    let bps: Api<Blueprint> = Api::all(client.clone());
+    eventually_async("the rollout of broken-bp recorded despite stays-broken", || {
+        let bps = bps.clone();
+        async move {
+            let bp = bps.get("broken-bp").await.unwrap();
+            bp.status.and_then(|s| s.rollout).is_some_and(|r| r.revision == 1)
+        }
+    })
+    .await;
     op.stop().await;
 }
 

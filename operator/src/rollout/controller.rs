@@ -198,7 +198,9 @@ impl Driver {
         }
         let name = bp.name_any();
         let (number, hash) = ensure_revision(&self.client, &self.namespace, bp).await?;
-        let apps: Api<Application> = match &self.scope {
+        // Guarded: an Application that does not deserialize (reported by the controller) takes no part, and never
+        // stops the rollout of the others.
+        let apps: Api<kube::core::DeserializeGuard<Application>> = match &self.scope {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
@@ -214,6 +216,7 @@ impl Driver {
         let observed: Vec<Observed> = apps
             .items
             .iter()
+            .filter_map(|a| a.0.as_ref().ok())
             .filter(|a| a.spec.blueprint == name && a.metadata.deletion_timestamp.is_none())
             .map(|a| {
                 let ns_early = early_namespaces.contains(&a.namespace().unwrap_or_default());
