@@ -166,22 +166,45 @@ pub fn dump_fdb() -> std::io::Result<Vec<FdbEntry>> {
 /// The host-side interface of the pod with `ip` behind a bridge of this
 /// thread's network namespace, if the node has a neighbor entry for it.
 pub fn interface_for(ip: Ipv4Addr) -> Option<String> {
-    let arp = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
-    let (mac, dev) = arp_entry(&arp, ip)?;
-    let bridge = nix::net::if_::if_nametoindex(dev.as_str()).ok()?;
+    interfaces_for(&[ip]).pop().flatten()
+}
+
+/// [`interface_for`] of each address, reading the neighbor table, the
+/// forwarding database and the interface names once for all of them (and
+/// not at all when no address has a neighbor entry on a bridge).
+pub fn interfaces_for(ips: &[Ipv4Addr]) -> Vec<Option<String>> {
+    let arp = std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
+    let neighbors: Vec<Option<(Mac, u32)>> = ips
+        .iter()
+        .map(|ip| {
+            let (mac, dev) = arp_entry(&arp, *ip)?;
+            Some((mac, nix::net::if_::if_nametoindex(dev.as_str()).ok()?))
+        })
+        .collect();
+    if neighbors.iter().all(Option::is_none) {
+        return vec![None; ips.len()];
+    }
     let fdb = match dump_fdb() {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the bridge forwarding database");
-            return None;
+            return vec![None; ips.len()];
         }
     };
-    let port = port_of(&fdb, bridge, &mac)?;
-    let names = nix::net::if_::if_nameindex().ok()?;
-    names
+    let Ok(names) = nix::net::if_::if_nameindex() else {
+        return vec![None; ips.len()];
+    };
+    neighbors
         .iter()
-        .find(|i| i.index() == port)
-        .map(|i| i.name().to_string_lossy().into_owned())
+        .map(|n| {
+            let (mac, bridge) = n.as_ref()?;
+            let port = port_of(&fdb, *bridge, mac)?;
+            names
+                .iter()
+                .find(|i| i.index() == port)
+                .map(|i| i.name().to_string_lossy().into_owned())
+        })
+        .collect()
 }
 
 #[cfg(test)]

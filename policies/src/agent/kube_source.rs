@@ -10,21 +10,26 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
+use std::net::Ipv4Addr;
 use tokio::sync::watch;
 
 use crate::world::{NAMESPACE_NAME_LABEL, NamedPort, Namespace, Pod, World};
 
-/// Builds the world from the caches; `table` is `/proc/net/route`, and
-/// `off_route` finds the interface of a local pod without a /32 route.
+/// The host-side interface of each local pod's address (in order), or none.
+pub type Interfaces<'a> = &'a dyn Fn(&[Ipv4Addr]) -> Vec<Option<String>>;
+
+/// Builds the world from the caches; `interfaces` finds the host-side
+/// interfaces of the pods on `node`, all at once ([`super::local_interfaces`]
+/// on a node).
 pub fn world_from(
     pods: &[std::sync::Arc<K8sPod>],
     namespaces: &[std::sync::Arc<K8sNamespace>],
     policies: &[std::sync::Arc<NetworkPolicy>],
     node: &str,
-    table: &str,
-    off_route: &dyn Fn(std::net::Ipv4Addr) -> Option<String>,
+    interfaces: Interfaces<'_>,
 ) -> World {
     let mut w = World::default();
+    let mut local = Vec::new();
     for ns in namespaces {
         let Some(name) = ns.metadata.name.clone() else { continue };
         let mut labels = ns.metadata.labels.clone().unwrap_or_default();
@@ -50,7 +55,9 @@ pub fn world_from(
         if w.namespace(&namespace).is_none() {
             continue;
         }
-        let local = spec.and_then(|s| s.node_name.as_deref()) == Some(node);
+        if spec.and_then(|s| s.node_name.as_deref()) == Some(node) {
+            local.push(w.pods.len());
+        }
         let ports = spec
             .into_iter()
             .flat_map(|s| s.containers.iter())
@@ -68,34 +75,34 @@ pub fn world_from(
             name,
             labels: p.metadata.labels.clone().unwrap_or_default(),
             ip,
-            interface: if local {
-                super::routes::interface_for(table, ip).or_else(|| off_route(ip))
-            } else {
-                None
-            },
+            interface: None,
             ports,
         });
+    }
+    if !local.is_empty() {
+        let ips: Vec<Ipv4Addr> = local.iter().map(|i| w.pods[*i].ip).collect();
+        for (i, interface) in local.into_iter().zip(interfaces(&ips)) {
+            w.pods[i].interface = interface;
+        }
     }
     w.policies = policies.iter().map(|p| (**p).clone()).collect();
     w
 }
 
-/// Watches the API and sends a new world on every change; local pods' interfaces
-/// come from this thread's routing table.
+/// Watches the API and sends a new world on every change; local pods'
+/// interfaces come from this thread's routes, neighbor table and bridges
+/// ([`super::local_interfaces`]).
 pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>) {
-    run_with_routes(client, node, tx, || {
-        std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default()
-    })
-    .await;
+    run_with_interfaces(client, node, tx, super::local_interfaces).await;
 }
 
-/// Like [`run`], reading the routing table (`/proc/net/route` format) with
-/// `routes` on every change (tests read a test network's node namespace).
-pub async fn run_with_routes(
+/// Like [`run`], finding local pods' interfaces with `interfaces` on every
+/// change (tests look in a test network's node namespace).
+pub async fn run_with_interfaces(
     client: Client,
     node: String,
     tx: watch::Sender<Option<World>>,
-    routes: impl Fn() -> String,
+    interfaces: impl Fn(&[Ipv4Addr]) -> Vec<Option<String>>,
 ) {
     let (pods, pods_w) = reflector::store::<K8sPod>();
     let (nss, nss_w) = reflector::store::<K8sNamespace>();
@@ -131,15 +138,7 @@ pub async fn run_with_routes(
         if synced.iter().any(|s| !s) {
             continue;
         }
-        let table = routes();
-        let w = world_from(
-            &pods.state(),
-            &nss.state(),
-            &pols.state(),
-            &node,
-            &table,
-            &super::bridge::interface_for,
-        );
+        let w = world_from(&pods.state(), &nss.state(), &pols.state(), &node, &interfaces);
         let _ = tx.send(Some(w));
     }
 }
@@ -173,7 +172,19 @@ mod tests {
         let table = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
             cali1\t0B0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n\
             cali2\t0C0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n";
-        let w = world_from(&pods, &ns, &[], "n1", table, &|_| None);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let interfaces = |ips: &[Ipv4Addr]| {
+            asked.borrow_mut().extend_from_slice(ips);
+            ips.iter()
+                .map(|ip| crate::agent::routes::interface_for(table, *ip))
+                .collect()
+        };
+        let w = world_from(&pods, &ns, &[], "n1", &interfaces);
+        assert_eq!(
+            *asked.borrow(),
+            [Ipv4Addr::new(198, 18, 0, 11)],
+            "only local pods are looked up, all at once"
+        );
         assert_eq!(w.namespaces[0].labels.len(), 1, "the implicit name label is not stored");
         let names: Vec<&str> = w.pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);

@@ -77,12 +77,30 @@ impl Names {
 /// Fills the interface of each pod that has a direct /32 route on this node,
 /// or else a port on a bridge where its MAC was learned ([`bridge`]).
 pub fn resolve_local_interfaces(world: &mut World) {
+    let unresolved: Vec<usize> = (0..world.pods.len())
+        .filter(|i| world.pods[*i].interface.is_none())
+        .collect();
+    let ips: Vec<Ipv4Addr> = unresolved.iter().map(|i| world.pods[*i].ip).collect();
+    for (i, interface) in unresolved.into_iter().zip(local_interfaces(&ips)) {
+        world.pods[i].interface = interface;
+    }
+}
+
+/// The host-side interface of each of `ips` in this thread's network
+/// namespace: the direct /32 route's ([`routes`]), or else the bridge port
+/// where the address's MAC was learned ([`bridge`]). The tables are read once
+/// for all addresses.
+pub fn local_interfaces(ips: &[Ipv4Addr]) -> Vec<Option<String>> {
     let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
-    for p in &mut world.pods {
-        if p.interface.is_none() {
-            p.interface = routes::interface_for(&table, p.ip).or_else(|| bridge::interface_for(p.ip));
+    let mut found: Vec<Option<String>> = ips.iter().map(|ip| routes::interface_for(&table, *ip)).collect();
+    let off_route: Vec<usize> = (0..ips.len()).filter(|i| found[*i].is_none()).collect();
+    if !off_route.is_empty() {
+        let wanted: Vec<Ipv4Addr> = off_route.iter().map(|i| ips[*i]).collect();
+        for (i, interface) in off_route.into_iter().zip(bridge::interfaces_for(&wanted)) {
+            found[i] = interface;
         }
     }
+    found
 }
 
 /// Watches a world file (polling its modification time) and sends each valid version.
