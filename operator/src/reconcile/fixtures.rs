@@ -4,6 +4,7 @@
 //! when the API server fails: which requests it sends, and which it never sends.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
 use kube::Client;
@@ -14,7 +15,7 @@ use plinth_api::Application;
 use serde_json::{Value, json};
 
 use super::leader::WriteGate;
-use super::{Context, Done, Error, GuardedBlueprint, error_policy, reconcile_app};
+use super::{Context, Done, Error, FIRST_REVISION_GRACE, GuardedBlueprint, error_policy, reconcile_app};
 
 /// What the fake API server answers: status and JSON body, from method and path.
 type Script = dyn Fn(&str, &str) -> (StatusCode, Value) + Send + Sync;
@@ -213,5 +214,74 @@ async fn an_unreadable_blueprint_writes_only_the_status_of_its_applications() {
             "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
         ),
         1
+    );
+}
+
+/// A store holding the bundled `web` Blueprint with a rollout, and `status.rollout` as given.
+fn blueprint_with_rollout(status: Option<Value>) -> Store<GuardedBlueprint> {
+    let (store, mut writer) = reflector::store::<GuardedBlueprint>();
+    let mut web = crate::render::bundled::objects().expect("bundled")["web"].clone();
+    web.metadata.uid = Some("bp-1".into());
+    web.metadata.generation = Some(1);
+    web.spec.rollout = Some(serde_json::from_value(json!({"strategy": "Immediate"})).expect("a rollout"));
+    web.status = status.map(|s| serde_json::from_value(s).expect("a status"));
+    writer.apply_watcher_event(&Event::Apply(kube::core::DeserializeGuard(Ok(web))));
+    store
+}
+
+#[tokio::test]
+async fn applications_wait_for_the_first_revision_of_a_rollout_then_report_it_missing() {
+    let (client, log) = fake_api(Box::new(|method, path| match (method, path) {
+        ("PATCH", p) if p.ends_with("/status") => (StatusCode::OK, serde_json::to_value(app()).expect("json")),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0)),
+    }));
+    let ctx = Context::for_tests(client, blueprint_with_rollout(None), WriteGate::always());
+    let done = reconcile_app(&app(), &ctx).await.expect("waiting is not an error");
+    assert_eq!(done, Done::AwaitingRevision);
+    assert!(
+        log.lock().expect("log").is_empty(),
+        "nothing read, rendered or written while waiting"
+    );
+    // Past the grace period, the wait is reported in the status (and nothing else is written).
+    ctx.awaiting
+        .lock()
+        .expect("awaiting")
+        .insert("u-1".into(), Instant::now() - FIRST_REVISION_GRACE);
+    let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
+    assert_eq!(done, Done::Failed);
+    let requests = log.lock().expect("log").clone();
+    assert!(
+        requests
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
+            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
+        "only the status (and an Event): {requests:#?}"
+    );
+    assert_eq!(
+        count(
+            &log,
+            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_pinned_application_does_not_wait_for_the_first_revision() {
+    let (client, log) = fake_api(Box::new(|_, _| {
+        (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0))
+    }));
+    let ctx = Context::for_tests(client, blueprint_with_rollout(None), WriteGate::always());
+    let mut pinned = app();
+    pinned.spec.blueprint_revision = Some(1);
+    // It goes on to read its revision (which the fake API server fails), instead of waiting.
+    let _ = reconcile_app(&pinned, &ctx).await;
+    assert!(
+        log.lock()
+            .expect("log")
+            .iter()
+            .any(|r| r.contains("/controllerrevisions")),
+        "{:?}",
+        log.lock().expect("log")
     );
 }

@@ -186,6 +186,8 @@ pub struct Context {
     compiled: Mutex<HashMap<String, (String, Compiled)>>,
     applied: Mutex<HashMap<String, AppliedState>>,
     failures: Mutex<HashMap<ObjectRef<Application>, u32>>,
+    /// Since when each Application (by uid) waits for its Blueprint's first revision.
+    awaiting: Mutex<HashMap<String, Instant>>,
     metrics: Arc<Metrics>,
     recorder: events::Publisher,
     gate: WriteGate,
@@ -215,7 +217,13 @@ enum Done {
     Failed,
     /// A name collision; retried later (the other object is not watched).
     Collision,
+    /// Nothing rendered or written yet: the Blueprint's first revision is not recorded; looked at again soon.
+    AwaitingRevision,
 }
+
+/// How long an Application waits for the first revision of its Blueprint's rollout before it reports that none is
+/// recorded. The rollout loop records it within seconds of the Blueprint's creation.
+const FIRST_REVISION_GRACE: Duration = Duration::from_secs(30);
 
 impl Context {
     /// A context without watches, for tests that drive `reconcile_app` against a fake API server.
@@ -236,6 +244,7 @@ impl Context {
             compiled: Mutex::default(),
             applied: Mutex::default(),
             failures: Mutex::default(),
+            awaiting: Mutex::default(),
             metrics: Arc::new(Metrics::new()),
             gate,
             settings: Settings::default(),
@@ -446,6 +455,7 @@ async fn reconcile(guarded: Arc<GuardedApplication>, ctx: Arc<Context>) -> Resul
         Ok(Done::Wrote) => "applied",
         Ok(Done::Unchanged) => "unchanged",
         Ok(Done::Failed | Done::Collision) => "failed",
+        Ok(Done::AwaitingRevision) => "waiting",
         Err(_) => "error",
     };
     ctx.metrics.finished(label, started.elapsed());
@@ -453,6 +463,8 @@ async fn reconcile(guarded: Arc<GuardedApplication>, ctx: Arc<Context>) -> Resul
     lock(&ctx.failures).remove(&oref);
     Ok(match done {
         Done::Collision => Action::requeue(jitter(Duration::from_secs(30), 0.2)),
+        // The rollout's status change triggers a reconcile at once; this is the fallback.
+        Done::AwaitingRevision => Action::requeue(Duration::from_secs(1)),
         _ => Action::requeue(jitter(ctx.settings.resync, 0.1)),
     })
 }
@@ -543,6 +555,28 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Done, Error> 
             return Ok(Done::Failed);
         }
     };
+    // A Blueprint with a rollout: its Applications run only revisions the rollout recorded. Until the first is
+    // recorded, they wait (nothing written), so that an edit in the seconds after the Blueprint's creation is not
+    // applied to all of them at once as the content of a revision they never ran.
+    if app.spec.blueprint_revision.is_none()
+        && bp.spec.rollout.is_some()
+        && bp.status.as_ref().and_then(|s| s.rollout.as_ref()).is_none()
+    {
+        let since = *lock(&ctx.awaiting).entry(uid.clone()).or_insert_with(Instant::now);
+        if since.elapsed() < FIRST_REVISION_GRACE {
+            return Ok(Done::AwaitingRevision);
+        }
+        let message = format!(
+            "Blueprint {bp_name:?} has a rollout but no recorded revision after {}s: the operator records it (see its \
+             log; it needs to create ControllerRevisions in {})",
+            FIRST_REVISION_GRACE.as_secs(),
+            crate::rollout::controller::revisions_namespace()
+        );
+        ctx.report(app, &not_rendered("RevisionNotRecorded", message), Vec::new())
+            .await?;
+        return Ok(Done::Failed);
+    }
+    lock(&ctx.awaiting).remove(&uid);
     // The revision this Application runs: its pin, or where the Blueprint's rollout has it (`crate::rollout`).
     let namespace_of_revisions = crate::rollout::controller::revisions_namespace();
     let (revision, bp) =
@@ -788,6 +822,7 @@ pub async fn run(
         compiled: Mutex::default(),
         applied: Mutex::default(),
         failures: Mutex::default(),
+        awaiting: Mutex::default(),
         metrics: Arc::clone(&metrics),
         gate,
         settings: settings.clone(),
