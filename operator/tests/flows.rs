@@ -179,7 +179,7 @@ fn plinth_flows_follows_a_running_agent_with_filters_as_text_and_json() {
             ("denied", "policy-denied"),
             "{l}"
         );
-        assert_eq!(f.source.ip, net.pods[2].ip);
+        assert_eq!(f.source.ip, std::net::IpAddr::V4(net.pods[2].ip));
         assert_eq!(
             (f.source.namespace.as_deref(), f.source.pod.as_deref()),
             (Some("x"), Some("c"))

@@ -47,7 +47,7 @@ fn pods_on_a_bridge_get_their_ports_as_interfaces_and_policy_is_enforced_between
             namespace: "x".into(),
             name: format!("p{i}"),
             labels: [("pod".to_owned(), format!("p{i}"))].into(),
-            ip: p.ip,
+            ips: p.ips(),
             interface: None,
             ports: Vec::new(),
         });

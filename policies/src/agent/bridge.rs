@@ -165,7 +165,10 @@ pub fn dump_fdb() -> std::io::Result<Vec<FdbEntry>> {
 
 /// The host-side interface of the pod with `ip` behind a bridge of this
 /// thread's network namespace, if the node has a neighbor entry for it.
-pub fn interface_for(ip: Ipv4Addr) -> Option<String> {
+pub fn interface_for(ip: std::net::IpAddr) -> Option<String> {
+    let std::net::IpAddr::V4(ip) = ip else {
+        return None;
+    };
     let arp = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
     let (mac, dev) = arp_entry(&arp, ip)?;
     let bridge = nix::net::if_::if_nametoindex(dev.as_str()).ok()?;

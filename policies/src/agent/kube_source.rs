@@ -1,8 +1,10 @@
 //! The Kubernetes source: watches all Pods, Namespaces and NetworkPolicies and turns them into a world.
 //!
-//! All pods count for identities (peers live on other nodes too); pods
-//! scheduled to this node with a direct /32 route, or a port on a bridge
-//! where their MAC was learned, get an interface and an endpoint. Host-network pods and pods without an IP are left out.
+//! All pods count for identities (peers live on other nodes too), with every
+//! address of `status.podIPs` (IPv4, IPv6 or both); pods scheduled to this
+//! node with a direct /32 or /128 route, or a port on a bridge where their
+//! MAC was learned, get an interface and an endpoint. Host-network pods and
+//! pods without an IP are left out.
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod as K8sPod};
@@ -12,17 +14,40 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::routes::RouteTables;
 use crate::world::{NAMESPACE_NAME_LABEL, NamedPort, Namespace, Pod, World};
 
-/// Builds the world from the caches; `table` is `/proc/net/route`, and
-/// `off_route` finds the interface of a local pod without a /32 route.
+/// The addresses of a pod: `status.podIPs` (one per family), else
+/// `status.podIP`; unparsable ones and a second one of a family are left out.
+fn pod_ips(p: &K8sPod) -> Vec<std::net::IpAddr> {
+    let status = p.status.as_ref();
+    let listed = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|i| i.ip.as_str());
+    let single = status.and_then(|s| s.pod_ip.as_deref());
+    let mut out: Vec<std::net::IpAddr> = Vec::new();
+    for ip in listed
+        .chain(single)
+        .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+    {
+        if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// Builds the world from the caches; `routes` are the node's routing tables, and
+/// `off_route` finds the interface of a local pod without a host route.
 pub fn world_from(
     pods: &[std::sync::Arc<K8sPod>],
     namespaces: &[std::sync::Arc<K8sNamespace>],
     policies: &[std::sync::Arc<NetworkPolicy>],
     node: &str,
-    table: &str,
-    off_route: &dyn Fn(std::net::Ipv4Addr) -> Option<String>,
+    routes: &RouteTables,
+    off_route: &dyn Fn(std::net::IpAddr) -> Option<String>,
 ) -> World {
     let mut w = World::default();
     for ns in namespaces {
@@ -36,14 +61,10 @@ pub fn world_from(
         if spec.and_then(|s| s.host_network).unwrap_or(false) {
             continue;
         }
-        let Some(ip) = p
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok())
-        else {
+        let ips = pod_ips(p);
+        if ips.is_empty() {
             continue;
-        };
+        }
         let (Some(namespace), Some(name)) = (p.metadata.namespace.clone(), p.metadata.name.clone()) else {
             continue;
         };
@@ -63,16 +84,19 @@ pub fn world_from(
                 })
             })
             .collect();
+        let interface = if local {
+            routes
+                .interface_for_any(&ips)
+                .or_else(|| ips.iter().find_map(|ip| off_route(*ip)))
+        } else {
+            None
+        };
         w.pods.push(Pod {
             namespace,
             name,
             labels: p.metadata.labels.clone().unwrap_or_default(),
-            ip,
-            interface: if local {
-                super::routes::interface_for(table, ip).or_else(|| off_route(ip))
-            } else {
-                None
-            },
+            ips,
+            interface,
             ports,
         });
     }
@@ -81,21 +105,18 @@ pub fn world_from(
 }
 
 /// Watches the API and sends a new world on every change; local pods' interfaces
-/// come from this thread's routing table.
+/// come from this thread's routing tables.
 pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>) {
-    run_with_routes(client, node, tx, || {
-        std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default()
-    })
-    .await;
+    run_with_routes(client, node, tx, RouteTables::read).await;
 }
 
-/// Like [`run`], reading the routing table (`/proc/net/route` format) with
-/// `routes` on every change (tests read a test network's node namespace).
+/// Like [`run`], reading the routing tables with `routes` on every change
+/// (tests read a test network's node namespace).
 pub async fn run_with_routes(
     client: Client,
     node: String,
     tx: watch::Sender<Option<World>>,
-    routes: impl Fn() -> String,
+    routes: impl Fn() -> RouteTables,
 ) {
     let (pods, pods_w) = reflector::store::<K8sPod>();
     let (nss, nss_w) = reflector::store::<K8sNamespace>();
@@ -131,13 +152,13 @@ pub async fn run_with_routes(
         if synced.iter().any(|s| !s) {
             continue;
         }
-        let table = routes();
+        let tables = routes();
         let w = world_from(
             &pods.state(),
             &nss.state(),
             &pols.state(),
             &node,
-            &table,
+            &tables,
             &super::bridge::interface_for,
         );
         let _ = tx.send(Some(w));
@@ -169,14 +190,34 @@ mod tests {
                 "metadata: {name: h, namespace: x}\nspec: {nodeName: n1, hostNetwork: true, containers: [{name: c}]}\nstatus: {podIP: 198.18.0.13}",
             ),
             obj::<K8sPod>("metadata: {name: pending, namespace: x}\nspec: {nodeName: n1, containers: [{name: c}]}"),
+            obj::<K8sPod>(
+                "metadata: {name: d, namespace: x}\nspec: {nodeName: n1, containers: [{name: c}]}\nstatus: {podIP: 198.18.0.14, podIPs: [{ip: 198.18.0.14}, {ip: \"2001:2::14\"}]}",
+            ),
+            obj::<K8sPod>(
+                "metadata: {name: e, namespace: x}\nspec: {nodeName: n1, containers: [{name: c}]}\nstatus: {podIP: \"2001:2::15\", podIPs: [{ip: \"2001:2::15\"}]}",
+            ),
         ];
         let table = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
             cali1\t0B0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n\
             cali2\t0C0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\n";
-        let w = world_from(&pods, &ns, &[], "n1", table, &|_| None);
+        let v6 = "20010002000000000000000000000015 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000400 00000001 00000000 00000001 cali5\n";
+        let routes = RouteTables {
+            v4: table.to_owned(),
+            v6: v6.to_owned(),
+        };
+        let w = world_from(&pods, &ns, &[], "n1", &routes, &|_| None);
         assert_eq!(w.namespaces[0].labels.len(), 1, "the implicit name label is not stored");
         let names: Vec<&str> = w.pods.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["a", "b"]);
+        assert_eq!(names, ["a", "b", "d", "e"]);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
+        assert_eq!(
+            w.pods[2].ips,
+            [ip("198.18.0.14"), ip("2001:2::14")],
+            "dual-stack: status.podIPs"
+        );
+        assert_eq!(w.pods[2].interface, None, "no route to either address");
+        assert_eq!(w.pods[3].ips, [ip("2001:2::15")]);
+        assert_eq!(w.pods[3].interface.as_deref(), Some("cali5"), "the /128 route");
         assert_eq!(w.pods[0].interface.as_deref(), Some("cali1"));
         assert_eq!(w.pods[1].interface, None, "pod on another node");
         assert_eq!(

@@ -12,7 +12,7 @@ pub mod kube_source;
 pub mod metrics;
 pub mod routes;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub const DEFAULT_CT_GC_INTERVAL: Duration = Duration::from_secs(10);
 /// Names behind addresses and policy ids, for flow events.
 #[derive(Debug, Default)]
 pub struct Names {
-    pods: std::collections::HashMap<Ipv4Addr, (String, String)>,
+    pods: std::collections::HashMap<IpAddr, (String, String)>,
     compiled: Option<Compiled>,
 }
 
@@ -74,13 +74,15 @@ impl Names {
     }
 }
 
-/// Fills the interface of each pod that has a direct /32 route on this node,
-/// or else a port on a bridge where its MAC was learned ([`bridge`]).
+/// Fills the interface of each pod that has a direct /32 or /128 route on
+/// this node, or else a port on a bridge where its MAC was learned ([`bridge`]).
 pub fn resolve_local_interfaces(world: &mut World) {
-    let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+    let tables = routes::RouteTables::read();
     for p in &mut world.pods {
         if p.interface.is_none() {
-            p.interface = routes::interface_for(&table, p.ip).or_else(|| bridge::interface_for(p.ip));
+            p.interface = tables
+                .interface_for_any(&p.ips)
+                .or_else(|| p.ips.iter().find_map(|ip| bridge::interface_for(*ip)));
         }
     }
 }
@@ -186,7 +188,11 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                     }
                 }
                 if let Ok(mut n) = names.write() {
-                    n.pods = world.pods.iter().map(|p| (p.ip, (p.namespace.clone(), p.name.clone()))).collect();
+                    n.pods = world
+                        .pods
+                        .iter()
+                        .flat_map(|p| p.ips.iter().map(|ip| (*ip, (p.namespace.clone(), p.name.clone()))))
+                        .collect();
                     n.compiled = Some(compiled.clone());
                 }
                 prev = Some(compiled);
@@ -198,7 +204,7 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                 match datapath.ct_gc() {
                     Ok(r) => {
                         metrics.ct_collected(&r);
-                        gc_every = crate::load::ct_gc::next_interval(gc_every, &r);
+                        gc_every = r.next_interval(gc_every);
                     }
                     Err(e) => tracing::error!(error = %e, "conntrack collection failed; retrying"),
                 }

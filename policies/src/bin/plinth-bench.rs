@@ -67,7 +67,9 @@ fn synthetic(rules: usize, ifname: &str, client: Option<Ipv4Addr>, extra_port: u
             flags: EP_ENFORCE_INGRESS,
         },
     );
-    c.identities.ipcache.insert(Prefix::new(Ipv4Addr::UNSPECIFIED, 0), 2);
+    c.identities
+        .ipcache
+        .insert(Prefix::new(Ipv4Addr::UNSPECIFIED.into(), 0), 2);
     let peers = rules.min(10_000);
     for i in 0..peers {
         let id = 256 + i as u32;
@@ -75,7 +77,7 @@ fn synthetic(rules: usize, ifname: &str, client: Option<Ipv4Addr>, extra_port: u
             Some(ip) if i + 1 == peers => ip,
             _ => peer_ip(i),
         };
-        c.identities.ipcache.insert(Prefix::new(ip, 32), id);
+        c.identities.ipcache.insert(Prefix::new(ip.into(), 32), id);
     }
     for r in 0..rules {
         let (i, extra) = (r % peers, r / peers);
