@@ -243,6 +243,17 @@ impl TestNet {
     /// host-side veths `plh<i>` ports of the bridge: the layout of
     /// bridge-based CNIs, with no /32 route per pod (`n` ≤ 200).
     pub fn new_bridged(n: usize) -> Result<Self, NetnsError> {
+        Self::bridged(n, false)
+    }
+
+    /// [`TestNet::new_bridged`] with dual-stack pods: the bridge also has
+    /// 2001:2::1/64 and the pods 2001:2::10, ::11, ... ([`pod_ipv6`]) in
+    /// 2001:2::/64, without duplicate address detection.
+    pub fn new_bridged_dual(n: usize) -> Result<Self, NetnsError> {
+        Self::bridged(n, true)
+    }
+
+    fn bridged(n: usize, dual: bool) -> Result<Self, NetnsError> {
         let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let node = format!("plinth-{tag}-node");
         let mut net = Self {
@@ -254,30 +265,51 @@ impl TestNet {
         ip(&["netns", "add", &node])?;
         let sysctl =
             |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
-        sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
-        sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        if !dual {
+            sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
         ip(&["-n", &node, "link", "set", "lo", "up"])?;
         ip(&["-n", &node, "link", "add", BRIDGE, "type", "bridge"])?;
         ip(&["-n", &node, "addr", "add", "198.18.0.1/24", "dev", BRIDGE])?;
+        if dual {
+            ip(&["-n", &node, "-6", "addr", "add", "2001:2::1/64", "dev", BRIDGE, "nodad"])?;
+        }
         ip(&["-n", &node, "link", "set", BRIDGE, "up"])?;
         for i in 0..n {
             let pod_ns = format!("plinth-{tag}-p{i}");
             let host_if = format!("plh{i}");
             let addr = Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(200).min(200));
             ip(&["netns", "add", &pod_ns])?;
+            let addr6 = dual.then(|| pod_ipv6(i));
             net.pods.push(PodNet {
                 netns: pod_ns.clone(),
                 host_if: host_if.clone(),
                 ip: addr,
-                ip6: None,
+                ip6: addr6,
             });
-            sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
-            sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            if !dual {
+                sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+                sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            }
             ip(&[
                 "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns,
             ])?;
             ip(&["-n", &pod_ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &pod_ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            if let Some(a6) = addr6 {
+                ip(&[
+                    "-n",
+                    &pod_ns,
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+            }
             ip(&["-n", &pod_ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &node, "link", "set", &host_if, "master", BRIDGE])?;
             ip(&["-n", &node, "link", "set", &host_if, "up"])?;
@@ -417,7 +449,20 @@ impl TestNet {
 
     /// Opens a TCP connection from pod `from` to `to:port` and keeps it.
     pub fn connect(&self, from: usize, to: usize, port: u16) -> Result<std::net::TcpStream, NetnsError> {
-        let dst = SocketAddr::new(IpAddr::V4(self.pods[to].ip), port);
+        self.connect_to(from, IpAddr::V4(self.pods[to].ip), port)
+    }
+
+    /// Opens a TCP connection from pod `from` to `to:port` over IPv6.
+    pub fn connect6(&self, from: usize, to: usize, port: u16) -> Result<std::net::TcpStream, NetnsError> {
+        let to6 = self.pods[to].ip6.ok_or_else(|| NetnsError::Io {
+            what: format!("pod {to} has no IPv6 address"),
+            source: std::io::Error::from(std::io::ErrorKind::AddrNotAvailable),
+        })?;
+        self.connect_to(from, IpAddr::V6(to6), port)
+    }
+
+    fn connect_to(&self, from: usize, to: IpAddr, port: u16) -> Result<std::net::TcpStream, NetnsError> {
+        let dst = SocketAddr::new(to, port);
         in_netns(&self.pods[from].netns, move || {
             std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).map_err(io(format!("connect {dst}")))
         })?
