@@ -19,8 +19,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use plinth_policies::abi::{EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS};
-use plinth_policies::agent::kube_source;
-use plinth_policies::agent::routes::RouteTables;
+use plinth_policies::agent::{kube_source, local_interfaces};
 use plinth_policies::compile::compile;
 use plinth_policies::net::Prefix;
 use plinth_policies::netns::{self, TestNet};
@@ -97,6 +96,62 @@ fn allows(w: &World, ifname: &str, peer: IpAddr, port: u16) -> bool {
         .any(|k| k.ep_id == ep.ep_id && k.peer_id == *id && k.proto == 6 && u16::from_be(k.dport) == port)
 }
 
+/// The agent's identity, with the chart's ClusterRole rules and nothing else: a ServiceAccount `plinth-agent` in
+/// `namespace`, bound cluster-wide.
+struct AgentIdentity {
+    roles: Api<ClusterRole>,
+    bindings: Api<ClusterRoleBinding>,
+    name: String,
+}
+
+impl AgentIdentity {
+    async fn create(cp: &ControlPlane, admin: &kube::Client, namespace: &str) -> (kube::Client, AgentIdentity) {
+        let name = unique_name("plinth-agent");
+        let roles: Api<ClusterRole> = Api::all(admin.clone());
+        let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+        roles
+            .create(
+                &PostParams::default(),
+                &obj(json!({
+                    "metadata": {"name": name},
+                    "rules": [
+                        {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+                        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]}
+                    ]
+                })),
+            )
+            .await
+            .expect("create ClusterRole");
+        bindings
+            .create(
+                &PostParams::default(),
+                &obj(json!({
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": "plinth-agent", "namespace": namespace}]
+                })),
+            )
+            .await
+            .expect("create ClusterRoleBinding");
+        let client = cp.client_for_service_account(namespace, "plinth-agent").await;
+        (client, AgentIdentity { roles, bindings, name })
+    }
+
+    async fn delete(self) {
+        let _ = self.bindings.delete(&self.name, &DeleteParams::default()).await;
+        let _ = self.roles.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// The agent's interface lookup ([`plinth_policies::agent::local_interfaces`]) run in the node namespace `node`
+/// of a test network: its routes, neighbor table and bridges.
+fn in_node(node: String) -> impl Fn(&[IpAddr]) -> Vec<Option<String>> {
+    move |ips| {
+        let ips = ips.to_vec();
+        netns::in_netns(&node, move || local_interfaces(&ips)).expect("enter the node namespace")
+    }
+}
+
 #[tokio::test]
 async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() {
     netns::ensure_bpffs().expect("bpffs");
@@ -106,35 +161,7 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
     let y = cp.namespace("agent-y").await;
     let (xn, yn) = (x.name().to_owned(), y.name().to_owned());
 
-    // The agent's identity, with the chart's ClusterRole rules and nothing else.
-    let role_name = unique_name("plinth-agent");
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
-    roles
-        .create(
-            &PostParams::default(),
-            &obj(json!({
-                "metadata": {"name": role_name},
-                "rules": [
-                    {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
-                    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]}
-                ]
-            })),
-        )
-        .await
-        .expect("create ClusterRole");
-    bindings
-        .create(
-            &PostParams::default(),
-            &obj(json!({
-                "metadata": {"name": role_name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-                "subjects": [{"kind": "ServiceAccount", "name": "plinth-agent", "namespace": xn}]
-            })),
-        )
-        .await
-        .expect("create ClusterRoleBinding");
-    let agent_client = cp.client_for_service_account(&xn, "plinth-agent").await;
+    let (agent_client, agent_rbac) = AgentIdentity::create(cp, &admin, &xn).await;
 
     // Two local pods with /32 routes in the node namespace of a test network, one pod on another node.
     let net = TestNet::new(2).expect("test network");
@@ -178,14 +205,11 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
 
     let (tx, rx) = watch::channel(None);
     let node_ns = net.node.clone();
-    let source = tokio::spawn(kube_source::run_with_routes(
+    let source = tokio::spawn(kube_source::run_with_interfaces(
         agent_client,
         NODE.to_owned(),
         tx,
-        move || {
-            let ns = node_ns.clone();
-            netns::in_netns(&ns, RouteTables::read).unwrap_or_default()
-        },
+        in_node(node_ns),
     ));
 
     let scope = [xn.as_str(), yn.as_str()];
@@ -287,6 +311,104 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
     world_where(&rx, &scope, "x/b gone", |w| !w.pods.iter().any(|p| p.name == "b")).await;
 
     source.abort();
-    let _ = bindings.delete(&role_name, &DeleteParams::default()).await;
-    let _ = roles.delete(&role_name, &DeleteParams::default()).await;
+    agent_rbac.delete().await;
+}
+
+/// Pods behind a Linux bridge (bridge CNIs: no /32 route per pod) found from the Kubernetes source through the
+/// node's neighbor table and the bridge's forwarding database, and the policy of the world it builds enforced on
+/// their bridge ports with real packets.
+#[tokio::test]
+async fn kube_source_finds_pods_on_a_bridge_and_their_policy_is_enforced() {
+    netns::ensure_bpffs().expect("bpffs");
+    let cp = ControlPlane::shared().await;
+    let admin = cp.client().await;
+    let x = cp.namespace("agent-br").await;
+    let xn = x.name().to_owned();
+    let (agent_client, agent_rbac) = AgentIdentity::create(cp, &admin, &xn).await;
+
+    let mut net = TestNet::new_bridged(3).expect("bridged test network");
+    net.serve(&[80], |i| format!("pod{i}")).expect("servers");
+    // What kubelet's probes do: the node talks to each pod once, which fills its neighbor table.
+    for p in &net.pods {
+        let dst = std::net::SocketAddr::from((p.ip, 80));
+        netns::in_netns(&net.node, move || {
+            std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+        })
+        .expect("enter node")
+        .expect("the node reaches the pod");
+    }
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &xn);
+    for (i, p) in net.pods.iter().enumerate() {
+        create_pod(&pods, &format!("p{i}"), &format!("p{i}"), NODE, &[IpAddr::V4(p.ip)]).await;
+    }
+    // p0 accepts only p1.
+    Api::<NetworkPolicy>::namespaced(admin.clone(), &xn)
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "metadata": {"name": "only-p1"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "p0"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "p1"}}}]}]
+                }
+            })),
+        )
+        .await
+        .expect("create NetworkPolicy");
+
+    let (tx, rx) = watch::channel(None);
+    let source = tokio::spawn(kube_source::run_with_interfaces(
+        agent_client,
+        NODE.to_owned(),
+        tx,
+        in_node(net.node.clone()),
+    ));
+    let scope = [xn.as_str()];
+    world_where(&rx, &scope, "3 pods on the bridge with their ports and 1 policy", |w| {
+        w.pods.len() == 3 && w.pods.iter().all(|p| p.interface.is_some()) && w.policies.len() == 1
+    })
+    .await;
+    source.abort();
+    let world = ours(&rx.borrow().clone().expect("world"), &scope);
+    for (i, p) in net.pods.iter().enumerate() {
+        let found = world.pods.iter().find(|w| w.name == format!("p{i}")).expect("pod");
+        assert_eq!(
+            found.interface.as_deref(),
+            Some(p.host_if.as_str()),
+            "p{i}: its bridge port"
+        );
+        assert_eq!(
+            netns::in_netns(&net.node, {
+                let ip = p.ip;
+                move || {
+                    let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+                    plinth_policies::agent::routes::interface_for(&table, ip)
+                }
+            })
+            .expect("enter node"),
+            None,
+            "no /32 route: found through the bridge"
+        );
+    }
+
+    // The world as compiled and loaded by the agent on that node, probed with real connections.
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", net.node));
+    let _pins = netns::PinDirGuard(pin_dir.clone());
+    let compiled = compile(&world, None);
+    let dp = netns::in_netns(&net.node, move || {
+        let mut dp = plinth_policies::load::Datapath::load(&plinth_policies::load::Config {
+            pin_dir,
+            ..plinth_policies::load::Config::default()
+        })
+        .expect("load the datapath");
+        let report = dp.apply(&compiled).expect("apply");
+        assert!(report.missing_interfaces.is_empty(), "{report:?}");
+        dp
+    })
+    .expect("enter node");
+    assert!(net.connect(1, 0, 80).is_ok(), "p1 -> p0 allowed by the policy");
+    assert!(net.connect(2, 0, 80).is_err(), "p2 -> p0 denied");
+    assert!(net.connect(0, 2, 80).is_ok(), "p0 -> p2: p2 is not selected");
+    dp.teardown().expect("teardown");
+    agent_rbac.delete().await;
 }

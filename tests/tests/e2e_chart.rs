@@ -582,6 +582,11 @@ async fn the_operator_does_its_job_with_the_charts_service_account_and_nothing_m
             )
             .await,
     );
+    // What it may: list Namespaces by label (a rollout's early adopters), and nothing else of them.
+    Api::<Namespace>::all(token.clone())
+        .list_metadata(&ListParams::default().labels("plinth.dev/early-adopter=true"))
+        .await
+        .expect("the operator lists early-adopter Namespaces");
     forbidden(
         "delete a Namespace",
         &user,

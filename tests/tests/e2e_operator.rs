@@ -1243,25 +1243,39 @@ async fn two_replicas_with_leader_election_never_both_write() {
 }
 
 #[tokio::test]
-async fn local_a_malformed_application_is_reported_and_the_others_keep_reconciling() {
+async fn local_malformed_applications_and_blueprints_are_reported_and_the_others_keep_reconciling() {
     init_tracing();
-    // A control plane of its own: the Application CRD here stores any spec, as a server that did not check it (or
-    // an object written before a schema change) would have.
+    // A control plane of its own: the Application and Blueprint CRDs here store any spec, as a server that did not
+    // check it (or an object written before a schema change) would have.
     let cp = ControlPlane::start().await;
     install(&cp).await;
-    let mut crd = plinth_api::crds()
-        .into_iter()
-        .find(|c| c.spec.names.kind == "Application")
-        .unwrap();
-    for version in &mut crd.spec.versions {
-        let schema = version.schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
-        let spec =
-            serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})).unwrap();
-        schema.properties.as_mut().unwrap().insert("spec".into(), spec);
+    for mut crd in plinth_api::crds() {
+        for version in &mut crd.spec.versions {
+            let schema = version.schema.as_mut().unwrap().open_api_v3_schema.as_mut().unwrap();
+            let spec = serde_json::from_value(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))
+                .unwrap();
+            schema.properties.as_mut().unwrap().insert("spec".into(), spec);
+        }
+        cp.install_crd(&crd).await;
     }
-    cp.install_crd(&crd).await;
     let ns = cp.namespace("op-malformed").await;
     let client = cp.client().await;
+    // A Blueprint that does not deserialize, there before the operator starts (in its first list).
+    let raw_blueprints: Api<DynamicObject> =
+        Api::all_with(client.clone(), &kube::core::ApiResource::erase::<Blueprint>(&()));
+    let mut broken_bp: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": plinth_api::API_VERSION, "kind": "Blueprint", "metadata": {"name": "broken-bp"},
+    }))
+    .unwrap();
+    broken_bp.data = json!({"spec": {"description": ["not", "a", "string"], "templates": {}}});
+    raw_blueprints.create(&PostParams::default(), &broken_bp).await.unwrap();
+    create(
+        &client,
+        ns.name(),
+        "on-broken-bp",
+        json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080, "blueprint": "broken-bp"}),
+    )
+    .await;
     let raw: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         ns.name(),
@@ -1279,6 +1293,16 @@ async fn local_a_malformed_application_is_reported_and_the_others_keep_reconcili
         &object(
             "broken",
             json!({"image": "ghcr.io/acme/shop:1.0", "port": 8080, "replicas": "three"}),
+        ),
+    )
+    .await
+    .unwrap();
+    // One that stays broken to the end, on the Blueprint that gets a rollout below.
+    raw.create(
+        &PostParams::default(),
+        &object(
+            "stays-broken",
+            json!({"image": "ghcr.io/acme/shop:1.0", "blueprint": "broken-bp", "port": "eighty"}),
         ),
     )
     .await
@@ -1328,8 +1352,13 @@ async fn local_a_malformed_application_is_reported_and_the_others_keep_reconcili
         message.contains("spec.replicas") && message.contains("three"),
         "{message}"
     );
-    assert_eq!(op.metrics.invalid_applications.get(), 1);
-    assert!(op.metrics.encode().contains("plinth_invalid_applications 1"));
+    let metrics = Arc::clone(&op.metrics);
+    eventually_async("both broken Applications counted", || {
+        let counted = metrics.invalid_applications.get() == 2;
+        async move { counted }
+    })
+    .await;
+    assert!(op.metrics.encode().contains("plinth_invalid_applications 2"));
     let (c, n) = (client.clone(), ns.name().to_owned());
     eventually_async("a Warning Event about the broken Application", || {
         let (c, n) = (c.clone(), n.clone());
@@ -1363,7 +1392,46 @@ async fn local_a_malformed_application_is_reported_and_the_others_keep_reconcili
     .unwrap();
     applied(&client, ns.name(), "broken").await;
     assert!(get::<Deployment>(&client, ns.name(), "broken").await.is_some());
-    assert_eq!(op.metrics.invalid_applications.get(), 0);
+    assert_eq!(op.metrics.invalid_applications.get(), 1, "stays-broken");
+
+    // The Application on the unreadable Blueprint says which field of the Blueprint to fix, and renders nothing.
+    let app = wait_app(
+        &client,
+        ns.name(),
+        "on-broken-bp",
+        "Degraded=True BlueprintInvalid",
+        |a| condition(a, "Degraded").is_some_and(|c| c.status == "True" && c.reason == "BlueprintInvalid"),
+    )
+    .await;
+    let message = condition(&app, "Degraded").unwrap().message.clone();
+    assert!(
+        message.contains("broken-bp") && message.contains("spec.description"),
+        "{message}"
+    );
+    assert!(get::<Deployment>(&client, ns.name(), "on-broken-bp").await.is_none());
+    // Fixed (the bundled `web` under the broken one's name, with a rollout), the Application renders from it, and
+    // the rollout records its revision although an Application of that Blueprint still does not deserialize.
+    let mut web = serde_json::to_value(&plinth_operator::render::bundled::objects().unwrap()["web"]).unwrap();
+    web["apiVersion"] = json!(plinth_api::API_VERSION);
+    web["kind"] = json!("Blueprint");
+    web["metadata"] = json!({"name": "broken-bp"});
+    web["spec"]["rollout"] = json!({"strategy": "Immediate"});
+    raw_blueprints
+        .delete("broken-bp", &DeleteParams::default())
+        .await
+        .unwrap();
+    put_blueprint(&Api::all(client.clone()), "broken-bp", web).await;
+    applied(&client, ns.name(), "on-broken-bp").await;
+    assert!(get::<Deployment>(&client, ns.name(), "on-broken-bp").await.is_some());
+    let bps: Api<Blueprint> = Api::all(client.clone());
+    eventually_async("the rollout of broken-bp recorded despite stays-broken", || {
+        let bps = bps.clone();
+        async move {
+            let bp = bps.get("broken-bp").await.unwrap();
+            bp.status.and_then(|s| s.rollout).is_some_and(|r| r.revision == 1)
+        }
+    })
+    .await;
     op.stop().await;
 }
 

@@ -10,11 +10,11 @@ use kube::Client;
 use kube::client::Body;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
-use plinth_api::{Application, Blueprint};
+use plinth_api::Application;
 use serde_json::{Value, json};
 
 use super::leader::WriteGate;
-use super::{Context, Done, Error, error_policy, reconcile_app};
+use super::{Context, Done, Error, GuardedBlueprint, error_policy, reconcile_app};
 
 /// What the fake API server answers: status and JSON body, from method and path.
 type Script = dyn Fn(&str, &str) -> (StatusCode, Value) + Send + Sync;
@@ -57,12 +57,12 @@ fn app() -> Application {
     .expect("an Application")
 }
 
-fn blueprints() -> Store<Blueprint> {
-    let (store, mut writer) = reflector::store::<Blueprint>();
+fn blueprints() -> Store<GuardedBlueprint> {
+    let (store, mut writer) = reflector::store::<GuardedBlueprint>();
     let mut web = crate::render::bundled::objects().expect("bundled")["web"].clone();
     web.metadata.uid = Some("bp-1".into());
     web.metadata.generation = Some(1);
-    writer.apply_watcher_event(&Event::Apply(web));
+    writer.apply_watcher_event(&Event::Apply(kube::core::DeserializeGuard(Ok(web))));
     store
 }
 
@@ -160,7 +160,7 @@ async fn a_missing_blueprint_writes_only_the_status() {
         ("PATCH", p) if p.ends_with("/status") => (StatusCode::OK, serde_json::to_value(app()).expect("json")),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0)),
     }));
-    let (empty, _writer) = reflector::store::<Blueprint>();
+    let (empty, _writer) = reflector::store::<GuardedBlueprint>();
     let ctx = Context::for_tests(client, empty, WriteGate::always());
     let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
     assert_eq!(done, Done::Failed);
@@ -169,6 +169,41 @@ async fn a_missing_blueprint_writes_only_the_status() {
     assert!(
         writes
             .iter()
+            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
+        "only the status (and an Event): {requests:#?}"
+    );
+    assert_eq!(
+        count(
+            &log,
+            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_blueprint_writes_only_the_status_of_its_applications() {
+    let (client, log) = fake_api(Box::new(|method, path| match (method, path) {
+        ("PATCH", p) if p.ends_with("/status") => (StatusCode::OK, serde_json::to_value(app()).expect("json")),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0)),
+    }));
+    let (store, mut writer) = reflector::store::<GuardedBlueprint>();
+    let broken: GuardedBlueprint = serde_json::from_value(json!({
+        "apiVersion": "plinth.dev/v1alpha1", "kind": "Blueprint",
+        "metadata": {"name": "web", "uid": "bp-1", "resourceVersion": "7"},
+        "spec": {"description": 42},
+    }))
+    .expect("a guard holds any object");
+    assert!(broken.0.is_err(), "the object does not deserialize");
+    writer.apply_watcher_event(&Event::Apply(broken));
+    let ctx = Context::for_tests(client, store, WriteGate::always());
+    let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
+    assert_eq!(done, Done::Failed);
+    let requests = log.lock().expect("log").clone();
+    assert!(
+        requests
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
             .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
         "only the status (and an Event): {requests:#?}"
     );

@@ -13,7 +13,9 @@
 //! An Application whose stored object does not deserialize (a wrong type written before a schema change, or past
 //! a server that does not check it) never stops the watch of the others: it is read through a
 //! [`DeserializeGuard`], reported (log, Event, `plinth_invalid_applications`, `Degraded=True` with reason
-//! `InvalidSpec` in its status), and left alone until it changes.
+//! `InvalidSpec` in its status), and left alone until it changes. A Blueprint that does not deserialize never
+//! stops the watch of the others either: the Applications that use it report `Degraded=True` with reason
+//! `BlueprintInvalid` naming its field, and keep the objects applied before.
 
 pub mod apply;
 pub mod desired;
@@ -165,6 +167,9 @@ impl Error {
 /// An Application as watched: the object, or why it does not deserialize (with its metadata).
 pub type GuardedApplication = DeserializeGuard<Application>;
 
+/// A Blueprint as watched: the object, or why it does not deserialize (with its metadata).
+pub type GuardedBlueprint = DeserializeGuard<Blueprint>;
+
 /// A Blueprint compiled once per revision and shared by every Application that uses it.
 type Compiled = Arc<Result<LoadedBlueprint, Problems>>;
 
@@ -175,7 +180,9 @@ pub struct Context {
     settings: Settings,
     children: Children,
     users: BlueprintUsers,
-    blueprints: Store<Blueprint>,
+    blueprints: Store<GuardedBlueprint>,
+    /// Why each Blueprint that does not deserialize does not, by name: its resourceVersion and the field.
+    unreadable: Mutex<HashMap<String, (String, String)>>,
     compiled: Mutex<HashMap<String, (String, Compiled)>>,
     applied: Mutex<HashMap<String, AppliedState>>,
     failures: Mutex<HashMap<ObjectRef<Application>, u32>>,
@@ -213,7 +220,7 @@ enum Done {
 impl Context {
     /// A context without watches, for tests that drive `reconcile_app` against a fake API server.
     #[cfg(test)]
-    fn for_tests(client: Client, blueprints: Store<Blueprint>, gate: WriteGate) -> Context {
+    fn for_tests(client: Client, blueprints: Store<GuardedBlueprint>, gate: WriteGate) -> Context {
         let reporter = Reporter {
             controller: "plinth".into(),
             instance: Some("test".into()),
@@ -225,6 +232,7 @@ impl Context {
             children: Children::default(),
             users: BlueprintUsers::default(),
             blueprints,
+            unreadable: Mutex::default(),
             compiled: Mutex::default(),
             applied: Mutex::default(),
             failures: Mutex::default(),
@@ -393,6 +401,23 @@ impl Context {
 }
 
 /// The Application's reference, from its metadata (also for an object that does not deserialize).
+/// The field of a stored Blueprint that does not deserialize, read from the raw object; the guard's own message
+/// when the object cannot be read.
+async fn unreadable_blueprint(client: &Client, name: &str, fallback: &str) -> String {
+    let raw: Api<DynamicObject> = Api::all_with(client.clone(), &kube::core::ApiResource::erase::<Blueprint>(&()));
+    match raw.get_opt(name).await {
+        Ok(Some(object)) => {
+            status::invalid_fields::<plinth_api::BlueprintSpec, plinth_api::BlueprintStatus>(&object.data)
+                .unwrap_or_else(|| fallback.to_owned())
+        }
+        Ok(None) => fallback.to_owned(),
+        Err(e) => {
+            tracing::debug!(blueprint = %name, error = %e, "reading the raw Blueprint");
+            fallback.to_owned()
+        }
+    }
+}
+
 fn app_ref(app: &GuardedApplication) -> ObjectRef<Application> {
     let meta = app.meta();
     ObjectRef::new(meta.name.as_deref().unwrap_or_default()).within(meta.namespace.as_deref().unwrap_or_default())
@@ -482,8 +507,13 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Done, Error> 
 
     // 1. Validate and render: pure, no writes; a failure leaves every applied object as it is.
     let bp_name = app.spec.blueprint.clone();
-    let Some(bp) = ctx.blueprints.get(&ObjectRef::new(&bp_name)) else {
-        let mut known: Vec<String> = ctx.blueprints.state().iter().map(|b| b.name_any()).collect();
+    let Some(guarded) = ctx.blueprints.get(&ObjectRef::new(&bp_name)) else {
+        let mut known: Vec<String> = ctx
+            .blueprints
+            .state()
+            .iter()
+            .filter_map(|b| b.meta().name.clone())
+            .collect();
         known.sort();
         let message = format!(
             "no Blueprint named {bp_name:?} in the cluster (there are: {}); create it, e.g. `plinth blueprints export {bp_name} | kubectl apply -f -`, or change spec.blueprint",
@@ -496,6 +526,22 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Done, Error> 
         ctx.report(app, &not_rendered("BlueprintNotFound", message), Vec::new())
             .await?;
         return Ok(Done::Failed);
+    };
+    let bp = match &guarded.0 {
+        Ok(bp) => Arc::new(bp.clone()),
+        Err(invalid) => {
+            let problem = lock(&ctx.unreadable)
+                .get(&bp_name)
+                .filter(|(version, _)| Some(version) == invalid.metadata.resource_version.as_ref())
+                .map_or_else(|| invalid.error.clone(), |(_, problem)| problem.clone());
+            let message = format!(
+                "the stored Blueprint {bp_name:?} does not match the schema this operator reads: {problem}; fix that \
+                 field (`kubectl edit blueprint {bp_name}`); the objects applied before are left as they are"
+            );
+            ctx.report(app, &not_rendered("BlueprintInvalid", message), Vec::new())
+                .await?;
+            return Ok(Done::Failed);
+        }
     };
     // The revision this Application runs: its pin, or where the Blueprint's rollout has it (`crate::rollout`).
     let namespace_of_revisions = crate::rollout::controller::revisions_namespace();
@@ -726,7 +772,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let served = Served::discover(&client).await.map_err(Error::Discovery)?;
     let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE));
-    let (bp_store, bp_writer) = reflector::store::<Blueprint>();
+    let (bp_store, bp_writer) = reflector::store::<GuardedBlueprint>();
     let reporter = Reporter {
         controller: "plinth".into(),
         instance: Some(settings.instance.clone()),
@@ -738,6 +784,7 @@ pub async fn run(
         children: Children::default(),
         users: BlueprintUsers::default(),
         blueprints: bp_store.clone(),
+        unreadable: Mutex::default(),
         compiled: Mutex::default(),
         applied: Mutex::default(),
         failures: Mutex::default(),
@@ -762,8 +809,13 @@ pub async fn run(
 
     // Blueprints: a change of generation (or a deletion) re-renders exactly the Applications that use it.
     {
-        let (ctx, trigger, synced) = (Arc::clone(&ctx), trigger.clone(), Arc::clone(&synced_tx));
-        let stream = watcher(Api::<Blueprint>::all(client.clone()), watcher::Config::default())
+        let (ctx, trigger, synced, client) = (
+            Arc::clone(&ctx),
+            trigger.clone(),
+            Arc::clone(&synced_tx),
+            client.clone(),
+        );
+        let stream = watcher(Api::<GuardedBlueprint>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .reflect(bp_writer);
         tasks.push(tokio::spawn(async move {
@@ -772,14 +824,29 @@ pub async fn run(
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
                 let changed = match ev {
-                    Ok(Event::Apply(bp) | Event::InitApply(bp)) => {
-                        // A new spec, or a rollout step that moved Applications (`crate::rollout`).
-                        let version = crate::rollout::controller::trigger_key(&bp);
-                        (seen.insert(bp.name_any(), version.clone()) != Some(version)).then(|| bp.name_any())
+                    Ok(Event::Apply(guarded) | Event::InitApply(guarded)) => {
+                        let name = guarded.meta().name.clone().unwrap_or_default();
+                        let version = match &guarded.0 {
+                            // A new spec, or a rollout step that moved Applications (`crate::rollout`).
+                            Ok(bp) => {
+                                lock(&ctx.unreadable).remove(&name);
+                                crate::rollout::controller::trigger_key(bp)
+                            }
+                            Err(invalid) => {
+                                let version = invalid.metadata.resource_version.clone().unwrap_or_default();
+                                let problem = unreadable_blueprint(&client, &name, &invalid.error).await;
+                                tracing::warn!(blueprint = %name, error = %problem, "a Blueprint does not deserialize; its Applications report it and keep what they run");
+                                lock(&ctx.unreadable).insert(name.clone(), (version.clone(), problem));
+                                format!("unreadable/{version}")
+                            }
+                        };
+                        (seen.insert(name.clone(), version.clone()) != Some(version)).then_some(name)
                     }
-                    Ok(Event::Delete(bp)) => {
-                        seen.remove(&bp.name_any());
-                        Some(bp.name_any())
+                    Ok(Event::Delete(guarded)) => {
+                        let name = guarded.meta().name.clone().unwrap_or_default();
+                        seen.remove(&name);
+                        lock(&ctx.unreadable).remove(&name);
+                        Some(name)
                     }
                     Ok(Event::InitDone) => {
                         if std::mem::take(&mut first) {

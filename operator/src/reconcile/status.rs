@@ -382,13 +382,21 @@ where
 /// Why a stored Application does not deserialize, with the field path (`spec.replicas: invalid type: ...`);
 /// `None` when it does. `data` is the object without apiVersion, kind and metadata (a `DynamicObject`'s data).
 pub fn invalid_object(data: &Value) -> Option<String> {
+    invalid_fields::<plinth_api::ApplicationSpec, ApplicationStatus>(data)
+}
+
+/// The first field of a stored object's `spec` (or `status`) that does not deserialize into `Spec` (`Status`),
+/// as `spec.path: what is wrong`.
+pub fn invalid_fields<Spec: serde::de::DeserializeOwned, Status: serde::de::DeserializeOwned>(
+    data: &Value,
+) -> Option<String> {
     for (field, value) in [("spec", &data["spec"]), ("status", &data["status"])] {
         let failed = if field == "spec" {
-            serde_path_to_error::deserialize::<_, plinth_api::ApplicationSpec>(value).err()
+            serde_path_to_error::deserialize::<_, Spec>(value).err()
         } else if value.is_null() {
             None
         } else {
-            serde_path_to_error::deserialize::<_, ApplicationStatus>(value).err()
+            serde_path_to_error::deserialize::<_, Status>(value).err()
         };
         if let Some(e) = failed {
             let path = e.path().to_string();

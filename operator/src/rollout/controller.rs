@@ -198,7 +198,9 @@ impl Driver {
         }
         let name = bp.name_any();
         let (number, hash) = ensure_revision(&self.client, &self.namespace, bp).await?;
-        let apps: Api<Application> = match &self.scope {
+        // Guarded: an Application that does not deserialize (reported by the controller) takes no part, and never
+        // stops the rollout of the others.
+        let apps: Api<kube::core::DeserializeGuard<Application>> = match &self.scope {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
@@ -214,6 +216,7 @@ impl Driver {
         let observed: Vec<Observed> = apps
             .items
             .iter()
+            .filter_map(|a| a.0.as_ref().ok())
             .filter(|a| a.spec.blueprint == name && a.metadata.deletion_timestamp.is_none())
             .map(|a| {
                 let ns_early = early_namespaces.contains(&a.namespace().unwrap_or_default());
@@ -336,13 +339,14 @@ impl Driver {
         futures::pin_mut!(shutdown);
         loop {
             let mut wait = tick;
-            match Api::<Blueprint>::all(self.client.clone())
+            // Guarded: a Blueprint that does not deserialize (reported by the controller) never stops the others.
+            match Api::<kube::core::DeserializeGuard<Blueprint>>::all(self.client.clone())
                 .list(&ListParams::default())
                 .await
             {
                 Ok(list) => {
                     // Blueprints that never asked for a rollout keep today's behaviour: every change applies at once.
-                    let managed = list.items.iter().filter(|bp| {
+                    let managed = list.items.iter().filter_map(|g| g.0.as_ref().ok()).filter(|bp| {
                         bp.spec.rollout.is_some() || bp.status.as_ref().is_some_and(|s| s.rollout.is_some())
                     });
                     for bp in managed {

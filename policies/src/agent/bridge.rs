@@ -241,33 +241,61 @@ fn dump_neigh(family: u8, mut parse: impl FnMut(&[u8]) -> bool) -> std::io::Resu
 /// The host-side interface of the pod with `ip` behind a bridge of this
 /// thread's network namespace, if the node has a neighbor entry for it.
 pub fn interface_for(ip: IpAddr) -> Option<String> {
-    let (mac, bridge) = match ip {
-        IpAddr::V4(ip) => {
-            let arp = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
-            let (mac, dev) = arp_entry(&arp, ip)?;
-            (mac, nix::net::if_::if_nametoindex(dev.as_str()).ok()?)
-        }
-        IpAddr::V6(ip) => match dump_neighbors6() {
-            Ok(table) => neighbor6_entry(&table, ip)?,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the IPv6 neighbor table");
-                return None;
-            }
-        },
+    interfaces_for(&[ip]).pop().flatten()
+}
+
+/// [`interface_for`] of each address, reading the neighbor tables (the IPv6
+/// one only when an address is IPv6), the forwarding database and the
+/// interface names once for all of them (and not at all when no address has
+/// a neighbor entry on a bridge).
+pub fn interfaces_for(ips: &[IpAddr]) -> Vec<Option<String>> {
+    let arp = if ips.iter().any(IpAddr::is_ipv4) {
+        std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default()
+    } else {
+        String::new()
     };
+    let ndp = if ips.iter().any(IpAddr::is_ipv6) {
+        dump_neighbors6().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the IPv6 neighbor table");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    let neighbors: Vec<Option<(Mac, u32)>> = ips
+        .iter()
+        .map(|ip| match ip {
+            IpAddr::V4(ip) => {
+                let (mac, dev) = arp_entry(&arp, *ip)?;
+                Some((mac, nix::net::if_::if_nametoindex(dev.as_str()).ok()?))
+            }
+            IpAddr::V6(ip) => neighbor6_entry(&ndp, *ip),
+        })
+        .collect();
+    if neighbors.iter().all(Option::is_none) {
+        return vec![None; ips.len()];
+    }
     let fdb = match dump_fdb() {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the bridge forwarding database");
-            return None;
+            return vec![None; ips.len()];
         }
     };
-    let port = port_of(&fdb, bridge, &mac)?;
-    let names = nix::net::if_::if_nameindex().ok()?;
-    names
+    let Ok(names) = nix::net::if_::if_nameindex() else {
+        return vec![None; ips.len()];
+    };
+    neighbors
         .iter()
-        .find(|i| i.index() == port)
-        .map(|i| i.name().to_string_lossy().into_owned())
+        .map(|n| {
+            let (mac, bridge) = n.as_ref()?;
+            let port = port_of(&fdb, *bridge, mac)?;
+            names
+                .iter()
+                .find(|i| i.index() == port)
+                .map(|i| i.name().to_string_lossy().into_owned())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,14 +12,14 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
+use std::net::IpAddr;
 use tokio::sync::watch;
 
-use super::routes::RouteTables;
 use crate::world::{NAMESPACE_NAME_LABEL, NamedPort, Namespace, Pod, World};
 
 /// The addresses of a pod: `status.podIPs` (one per family), else
 /// `status.podIP`; unparsable ones and a second one of a family are left out.
-fn pod_ips(p: &K8sPod) -> Vec<std::net::IpAddr> {
+fn pod_ips(p: &K8sPod) -> Vec<IpAddr> {
     let status = p.status.as_ref();
     let listed = status
         .and_then(|s| s.pod_ips.as_ref())
@@ -27,11 +27,8 @@ fn pod_ips(p: &K8sPod) -> Vec<std::net::IpAddr> {
         .flatten()
         .map(|i| i.ip.as_str());
     let single = status.and_then(|s| s.pod_ip.as_deref());
-    let mut out: Vec<std::net::IpAddr> = Vec::new();
-    for ip in listed
-        .chain(single)
-        .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
-    {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in listed.chain(single).filter_map(|ip| ip.parse::<IpAddr>().ok()) {
         if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
             out.push(ip);
         }
@@ -39,17 +36,22 @@ fn pod_ips(p: &K8sPod) -> Vec<std::net::IpAddr> {
     out
 }
 
-/// Builds the world from the caches; `routes` are the node's routing tables, and
-/// `off_route` finds the interface of a local pod without a host route.
+/// The host-side interface of each local pod's address (in order), or none.
+pub type Interfaces<'a> = &'a dyn Fn(&[IpAddr]) -> Vec<Option<String>>;
+
+/// Builds the world from the caches; `interfaces` finds the host-side
+/// interfaces of the addresses of the pods on `node`, all at once
+/// ([`super::local_interfaces`] on a node); a pod's is that of the first of
+/// its addresses that has one.
 pub fn world_from(
     pods: &[std::sync::Arc<K8sPod>],
     namespaces: &[std::sync::Arc<K8sNamespace>],
     policies: &[std::sync::Arc<NetworkPolicy>],
     node: &str,
-    routes: &RouteTables,
-    off_route: &dyn Fn(std::net::IpAddr) -> Option<String>,
+    interfaces: Interfaces<'_>,
 ) -> World {
     let mut w = World::default();
+    let mut local = Vec::new();
     for ns in namespaces {
         let Some(name) = ns.metadata.name.clone() else { continue };
         let mut labels = ns.metadata.labels.clone().unwrap_or_default();
@@ -71,7 +73,9 @@ pub fn world_from(
         if w.namespace(&namespace).is_none() {
             continue;
         }
-        let local = spec.and_then(|s| s.node_name.as_deref()) == Some(node);
+        if spec.and_then(|s| s.node_name.as_deref()) == Some(node) {
+            local.push(w.pods.len());
+        }
         let ports = spec
             .into_iter()
             .flat_map(|s| s.containers.iter())
@@ -84,39 +88,39 @@ pub fn world_from(
                 })
             })
             .collect();
-        let interface = if local {
-            routes
-                .interface_for_any(&ips)
-                .or_else(|| ips.iter().find_map(|ip| off_route(*ip)))
-        } else {
-            None
-        };
         w.pods.push(Pod {
             namespace,
             name,
             labels: p.metadata.labels.clone().unwrap_or_default(),
             ips,
-            interface,
+            interface: None,
             ports,
         });
+    }
+    if !local.is_empty() {
+        let ips: Vec<Vec<IpAddr>> = local.iter().map(|i| w.pods[*i].ips.clone()).collect();
+        for (i, interface) in local.into_iter().zip(super::pod_interfaces(&ips, interfaces)) {
+            w.pods[i].interface = interface;
+        }
     }
     w.policies = policies.iter().map(|p| (**p).clone()).collect();
     w
 }
 
-/// Watches the API and sends a new world on every change; local pods' interfaces
-/// come from this thread's routing tables.
+/// Watches the API and sends a new world on every change; local pods'
+/// interfaces come from this thread's routes, neighbor table and bridges
+/// ([`super::local_interfaces`]).
 pub async fn run(client: Client, node: String, tx: watch::Sender<Option<World>>) {
-    run_with_routes(client, node, tx, RouteTables::read).await;
+    run_with_interfaces(client, node, tx, super::local_interfaces).await;
 }
 
-/// Like [`run`], reading the routing tables with `routes` on every change
-/// (tests read a test network's node namespace).
-pub async fn run_with_routes(
+/// Like [`run`], finding local pods' interfaces with `interfaces` on every
+/// change (tests look in a test network's node namespace).
+pub async fn run_with_interfaces(
     client: Client,
     node: String,
     tx: watch::Sender<Option<World>>,
-    routes: impl Fn() -> RouteTables,
+    interfaces: impl Fn(&[IpAddr]) -> Vec<Option<String>>,
 ) {
     let (pods, pods_w) = reflector::store::<K8sPod>();
     let (nss, nss_w) = reflector::store::<K8sNamespace>();
@@ -152,15 +156,7 @@ pub async fn run_with_routes(
         if synced.iter().any(|s| !s) {
             continue;
         }
-        let tables = routes();
-        let w = world_from(
-            &pods.state(),
-            &nss.state(),
-            &pols.state(),
-            &node,
-            &tables,
-            &super::bridge::interface_for,
-        );
+        let w = world_from(&pods.state(), &nss.state(), &pols.state(), &node, &interfaces);
         let _ = tx.send(Some(w));
     }
 }
@@ -168,6 +164,7 @@ pub async fn run_with_routes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::routes::RouteTables;
     use std::sync::Arc;
 
     fn obj<T: serde::de::DeserializeOwned>(yaml: &str) -> Arc<T> {
@@ -205,11 +202,21 @@ mod tests {
             v4: table.to_owned(),
             v6: v6.to_owned(),
         };
-        let w = world_from(&pods, &ns, &[], "n1", &routes, &|_| None);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let interfaces = |ips: &[IpAddr]| {
+            asked.borrow_mut().extend_from_slice(ips);
+            ips.iter().map(|ip| routes.interface_for(*ip)).collect()
+        };
+        let w = world_from(&pods, &ns, &[], "n1", &interfaces);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        assert_eq!(
+            *asked.borrow(),
+            [ip("198.18.0.11"), ip("198.18.0.14"), ip("2001:2::14"), ip("2001:2::15")],
+            "only local pods are looked up, every address, all at once"
+        );
         assert_eq!(w.namespaces[0].labels.len(), 1, "the implicit name label is not stored");
         let names: Vec<&str> = w.pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "d", "e"]);
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("address");
         assert_eq!(
             w.pods[2].ips,
             [ip("198.18.0.14"), ip("2001:2::14")],

@@ -77,14 +77,48 @@ impl Names {
 /// Fills the interface of each pod that has a direct /32 or /128 route on
 /// this node, or else a port on a bridge where its MAC was learned ([`bridge`]).
 pub fn resolve_local_interfaces(world: &mut World) {
+    let unresolved: Vec<usize> = (0..world.pods.len())
+        .filter(|i| world.pods[*i].interface.is_none())
+        .collect();
+    let ips: Vec<Vec<IpAddr>> = unresolved.iter().map(|i| world.pods[*i].ips.clone()).collect();
+    for (i, interface) in unresolved.into_iter().zip(pod_interfaces(&ips, local_interfaces)) {
+        world.pods[i].interface = interface;
+    }
+}
+
+/// The interface of each pod from its addresses: that of the first of them
+/// that has one. `lookup` ([`local_interfaces`] on a node) is called once
+/// with all the addresses of all the pods.
+pub fn pod_interfaces(pods: &[Vec<IpAddr>], lookup: impl Fn(&[IpAddr]) -> Vec<Option<String>>) -> Vec<Option<String>> {
+    let all: Vec<IpAddr> = pods.iter().flatten().copied().collect();
+    let mut found = lookup(&all).into_iter();
+    pods.iter()
+        .map(|ips| {
+            let mut first = None;
+            for _ in ips {
+                let f = found.next().flatten();
+                first = first.or(f);
+            }
+            first
+        })
+        .collect()
+}
+
+/// The host-side interface of each of `ips` in this thread's network
+/// namespace: the direct /32 or /128 route's ([`routes`]), or else the
+/// bridge port where the address's MAC was learned ([`bridge`]). The tables
+/// are read once for all addresses.
+pub fn local_interfaces(ips: &[IpAddr]) -> Vec<Option<String>> {
     let tables = routes::RouteTables::read();
-    for p in &mut world.pods {
-        if p.interface.is_none() {
-            p.interface = tables
-                .interface_for_any(&p.ips)
-                .or_else(|| p.ips.iter().find_map(|ip| bridge::interface_for(*ip)));
+    let mut found: Vec<Option<String>> = ips.iter().map(|ip| tables.interface_for(*ip)).collect();
+    let off_route: Vec<usize> = (0..ips.len()).filter(|i| found[*i].is_none()).collect();
+    if !off_route.is_empty() {
+        let wanted: Vec<IpAddr> = off_route.iter().map(|i| ips[*i]).collect();
+        for (i, interface) in off_route.into_iter().zip(bridge::interfaces_for(&wanted)) {
+            found[i] = interface;
         }
     }
+    found
 }
 
 /// Watches a world file (polling its modification time) and sends each valid version.

@@ -1,6 +1,6 @@
 //! Security identities: one per distinct (namespace labels, pod labels, ipBlocks containing the address), and the ipcache prefixes of both families.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -103,6 +103,8 @@ pub struct Identities {
     /// in the order of `Pod::ips`. The addresses of a dual-stack pod share an
     /// identity unless ipBlocks tell them apart.
     pub pod_identity: Vec<Vec<u32>>,
+    /// The identities whose addresses each ipBlock (canonical text) contains.
+    pub by_block: BTreeMap<String, BTreeSet<u32>>,
     /// Next identity to allocate: never reused within a run of the agent.
     pub next_id: u32,
 }
@@ -130,8 +132,21 @@ impl Identities {
             by_key.insert(key, id);
             id
         };
-        let sig = |f: &dyn Fn(&Block) -> bool| -> BTreeSet<String> {
-            blocks.iter().filter(|b| f(b)).map(ToString::to_string).collect()
+        // Blocks by their cidr: the blocks around a region or an address are found through its at most 33
+        // (IPv4) or 129 (IPv6) enclosing prefixes, not by trying every block (a world of 10,000 ipBlocks would
+        // take a second).
+        let names: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+        let mut by_cidr: HashMap<Prefix, Vec<usize>> = HashMap::new();
+        for (i, b) in blocks.iter().enumerate() {
+            by_cidr.entry(b.cidr).or_default().push(i);
+        }
+        let around = |addr: IpAddr, len: u8, f: &dyn Fn(&Block) -> bool| -> BTreeSet<String> {
+            (0..=len)
+                .filter_map(|l| by_cidr.get(&Prefix::new(addr, l)))
+                .flatten()
+                .filter(|i| f(&blocks[**i]))
+                .map(|i| names[*i].clone())
+                .collect()
         };
 
         let mut pod_identity = Vec::with_capacity(world.pods.len());
@@ -148,7 +163,7 @@ impl Identities {
             let key = IdentityKey {
                 namespace_labels: None,
                 pod_labels: Labels::new(),
-                blocks: sig(&|b: &Block| b.covers_region(&p)),
+                blocks: around(p.addr, p.len, &|b: &Block| b.covers_region(&p)),
             };
             let id = alloc(key, &mut by_key);
             ipcache.insert(p, id);
@@ -163,7 +178,7 @@ impl Identities {
                 let key = IdentityKey {
                     namespace_labels: Some(ns_labels.clone()),
                     pod_labels: pod.labels.clone(),
-                    blocks: sig(&|b: &Block| b.contains(ip)),
+                    blocks: around(ip, crate::net::width(ip), &|b: &Block| b.contains(ip)),
                 };
                 let id = alloc(key, &mut by_key);
                 ids.push(id);
@@ -171,12 +186,19 @@ impl Identities {
             }
             pod_identity.push(ids);
         }
+        let mut by_block: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for (key, id) in &by_key {
+            for b in &key.blocks {
+                by_block.entry(b.clone()).or_default().insert(*id);
+            }
+        }
         // Keep prev ids of keys that vanished out of by_key; they are not reused
         // because next_id only grows.
         Self {
             by_key,
             ipcache,
             pod_identity,
+            by_block,
             next_id,
         }
     }
@@ -185,12 +207,7 @@ impl Identities {
     pub fn select_peer(&self, peer: &NetworkPolicyPeer, policy_ns: &str) -> Result<BTreeSet<u32>, String> {
         if let Some(ip_block) = &peer.ip_block {
             let b = Block::parse(ip_block).map_err(|e| e.to_string())?.to_string();
-            return Ok(self
-                .by_key
-                .iter()
-                .filter(|(k, _)| k.blocks.contains(&b))
-                .map(|(_, id)| *id)
-                .collect());
+            return Ok(self.by_block.get(&b).cloned().unwrap_or_default());
         }
         let mut out = BTreeSet::new();
         for (key, id) in &self.by_key {
