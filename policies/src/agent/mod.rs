@@ -251,3 +251,37 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_takes_the_interface_of_its_first_address_with_one_from_one_lookup() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let pods = vec![
+            vec![ip("198.18.0.10"), ip("2001:2::10")], // IPv4 route
+            vec![ip("198.18.0.11"), ip("2001:2::11")], // IPv6 route only
+            vec![ip("2001:2::12")],                    // IPv6 only, no route
+            vec![],
+        ];
+        let calls = std::cell::Cell::new(0);
+        let lookup = |ips: &[IpAddr]| {
+            calls.set(calls.get() + 1);
+            assert_eq!(ips.len(), 5, "every address of every pod, at once");
+            ips.iter()
+                .map(|a| match a.to_string().as_str() {
+                    "198.18.0.10" => Some("veth0".to_owned()),
+                    "2001:2::10" => Some("other".to_owned()),
+                    "2001:2::11" => Some("veth1".to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            pod_interfaces(&pods, lookup),
+            [Some("veth0".to_owned()), Some("veth1".to_owned()), None, None]
+        );
+        assert_eq!(calls.get(), 1);
+    }
+}
