@@ -77,9 +77,11 @@ static __always_inline int __allow_new6(struct __sk_buff *skb, const struct plin
 }
 
 /* An IPv6 packet of endpoint @ep: the steps of __handle with plinth_ct6 and
- * the generation's IPv6 ipcache; neighbour discovery passes first. */
-static __always_inline int __handle6(struct __sk_buff *skb, const struct plinth_gen_maps *g,
-				     const struct plinth_endpoint *ep, __u8 dir, __u32 enforce)
+ * the generation's IPv6 ipcache; neighbour discovery passes first. A
+ * function of its own (a BPF-to-BPF call), so the IPv4 path's code stays as
+ * it was. */
+static __noinline int __handle6(struct __sk_buff *skb, const struct plinth_gen_maps *g,
+				const struct plinth_endpoint *ep, __u32 dir, __u32 enforce)
 {
 	__u32 ifindex = skb->ifindex;
 	struct plinth_policy_value *rule;

@@ -29,6 +29,15 @@ pub fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) ->
     }
 }
 
+/// [`ip_packet`] with the given TCP flags.
+pub fn ip_packet_flags(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16, tcp_flags: u8) -> Option<Vec<u8>> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some(ipv4_packet_flags(s, d, proto, sport, dport, tcp_flags)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(ipv6_packet_flags(s, d, proto, sport, dport, tcp_flags)),
+        _ => None,
+    }
+}
+
 /// The upper-layer header: TCP (with `tcp_flags`), UDP, SCTP (an INIT) or,
 /// for other protocols, 8 bytes with the ports in front.
 pub fn l4_header(proto: u8, sport: u16, dport: u16, tcp_flags: u8) -> Vec<u8> {
