@@ -124,8 +124,10 @@ impl Generation {
 
     /// The generation installed in `slot`, if its four maps of every
     /// version are there. A generation of a version without IPv6 gets an
-    /// empty IPv6 ipcache installed in its slot (its packets never read it),
-    /// so an upgrade keeps enforcing without a gap.
+    /// empty IPv6 ipcache installed in its slot, so an upgrade keeps the
+    /// generation (and its enforcement) instead of starting an empty one:
+    /// that version's programs never read the new map, and until the next
+    /// apply fills it, IPv6 peers are the world to the new programs.
     pub fn open(ebpf: &mut Ebpf, slot: u32, cap: Capacity) -> Result<Option<Self>, LoadError> {
         let endpoints = outer_get(ebpf, GEN_ENDPOINTS, slot)?;
         let ipcache = outer_get(ebpf, GEN_IPCACHE, slot)?;
