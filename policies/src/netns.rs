@@ -2,8 +2,9 @@
 //!
 //! Every host lives in a namespace this fixture creates, with addresses from
 //! the benchmarking ranges 198.18.0.0/15 and 2001:2::/48 (RFC 2544, RFC 5180);
-//! the node namespace has no route anywhere else, so no packet leaves. Names carry the process id and a counter so parallel runs do not
-//! clash. Everything is removed on drop, also after a panic.
+//! the node namespace has no route anywhere else, so no packet leaves. Names
+//! carry the process id and a counter so parallel runs do not clash.
+//! Everything is removed on drop, also after a panic.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
