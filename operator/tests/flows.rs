@@ -18,13 +18,14 @@ use plinth_policies::netns::{self, PinDirGuard, TestNet};
 
 const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
 
-/// x/a, x/b, x/c; only x/b may reach x/a.
+/// x/a, x/b, x/c, dual-stack; only x/b may reach x/a.
 fn world(net: &TestNet) -> String {
     let mut s = String::from("namespaces:\n  - name: x\npods:\n");
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let ips: Vec<String> = net.pods[i].ips().iter().map(|ip| format!("\"{ip}\"")).collect();
         s += &format!(
-            "  - {{namespace: x, name: {name}, labels: {{pod: {name}}}, ip: {}}}\n",
-            net.pods[i].ip
+            "  - {{namespace: x, name: {name}, labels: {{pod: {name}}}, ips: [{}]}}\n",
+            ips.join(", ")
         );
     }
     s += "policies:\n  - metadata: {name: allow-b, namespace: x}\n    spec:\n      podSelector: {matchLabels: {pod: a}}\n      ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]\n";
@@ -119,13 +120,29 @@ fn plinth_flows(args: &[&str]) -> (Plinth, mpsc::Receiver<String>) {
 }
 
 fn reachable(net: &TestNet, from: usize, to: usize) -> bool {
-    net.probe_many(from, &[(to, "TCP".into(), 80)], Duration::from_millis(500))
+    reachable_over(net, from, to, false)
+}
+
+fn reachable_over(net: &TestNet, from: usize, to: usize, ipv6: bool) -> bool {
+    net.probe_many_over(from, &[(to, "TCP".into(), 80)], ipv6, Duration::from_millis(500))
         .expect("probe")[0]
         .is_some()
 }
 
 /// Probes `from -> to` (a fresh source port each time, so each is a new flow) until `n` lines arrive.
 fn lines_while_probing(net: &TestNet, rx: &mpsc::Receiver<String>, from: usize, to: usize, n: usize) -> Vec<String> {
+    lines_while_probing_over(net, rx, from, to, n, false)
+}
+
+/// [`lines_while_probing`] over IPv6 when `ipv6`.
+fn lines_while_probing_over(
+    net: &TestNet,
+    rx: &mpsc::Receiver<String>,
+    from: usize,
+    to: usize,
+    n: usize,
+    ipv6: bool,
+) -> Vec<String> {
     let start = Instant::now();
     let mut lines = Vec::new();
     while lines.len() < n {
@@ -133,7 +150,7 @@ fn lines_while_probing(net: &TestNet, rx: &mpsc::Receiver<String>, from: usize, 
             start.elapsed() < Duration::from_secs(20),
             "plinth flows printed {lines:?}, expected {n} lines"
         );
-        let _ = reachable(net, from, to);
+        let _ = reachable_over(net, from, to, ipv6);
         while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(l);
         }
@@ -179,7 +196,7 @@ fn plinth_flows_follows_a_running_agent_with_filters_as_text_and_json() {
             ("denied", "policy-denied"),
             "{l}"
         );
-        assert_eq!(f.source.ip, net.pods[2].ip);
+        assert_eq!(f.source.ip, std::net::IpAddr::V4(net.pods[2].ip));
         assert_eq!(
             (f.source.namespace.as_deref(), f.source.pod.as_deref()),
             (Some("x"), Some("c"))
@@ -218,6 +235,23 @@ fn plinth_flows_follows_a_running_agent_with_filters_as_text_and_json() {
     );
     assert!(
         lines.iter().all(|l| l.contains("ALLOWED") && l.contains("x/b(")),
+        "{lines:?}"
+    );
+
+    // IPv6, text: x/c -> x/a denied, both ends named by their IPv6 addresses.
+    assert!(reachable_over(&net, 1, 0, true), "x/b -> x/a allowed over IPv6");
+    let (mut denied6, rx) = plinth_flows(&["--socket", sock, "--pod", "x/c", "--verdict", "denied", "-n", "1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = lines_while_probing_over(&net, &rx, 2, 0, 1, true);
+    let status = denied6.0.wait().expect("plinth flows exits after -n 1");
+    assert!(status.success(), "plinth flows: {status}");
+    let (c6, a6) = (
+        net.pods[2].ip6.expect("IPv6 test network"),
+        net.pods[0].ip6.expect("IPv6 test network"),
+    );
+    assert!(lines[0].starts_with(&format!("x/c({c6}):")), "{lines:?}");
+    assert!(
+        lines[0].ends_with(&format!(" -> x/a({a6}):80 TCP ingress DENIED (policy-denied)")),
         "{lines:?}"
     );
 

@@ -11,6 +11,7 @@
 __attribute__((section(".plinth_abi"), used))
 const unsigned int plinth_abi_layout[] = {
 	S(plinth_ipcache_key), O(plinth_ipcache_key, prefixlen), O(plinth_ipcache_key, addr),
+	S(plinth_ipcache6_key), O(plinth_ipcache6_key, prefixlen), O(plinth_ipcache6_key, addr),
 	S(plinth_ipcache_value), O(plinth_ipcache_value, identity), O(plinth_ipcache_value, flags),
 	S(plinth_endpoint), O(plinth_endpoint, ep_id), O(plinth_endpoint, flags),
 	S(plinth_policy_key), O(plinth_policy_key, ep_id), O(plinth_policy_key, peer_id),
@@ -23,6 +24,9 @@ const unsigned int plinth_abi_layout[] = {
 	S(plinth_ct_key), O(plinth_ct_key, ep_id), O(plinth_ct_key, saddr), O(plinth_ct_key, daddr),
 	O(plinth_ct_key, sport), O(plinth_ct_key, dport), O(plinth_ct_key, proto),
 	O(plinth_ct_key, dir), O(plinth_ct_key, pad),
+	S(plinth_ct6_key), O(plinth_ct6_key, ep_id), O(plinth_ct6_key, saddr), O(plinth_ct6_key, daddr),
+	O(plinth_ct6_key, sport), O(plinth_ct6_key, dport), O(plinth_ct6_key, proto),
+	O(plinth_ct6_key, dir), O(plinth_ct6_key, pad),
 	S(plinth_ct_value), O(plinth_ct_value, expires_ns), O(plinth_ct_value, last_event_ns),
 	O(plinth_ct_value, policy_id),
 	O(plinth_ct_value, rule), O(plinth_ct_value, flags), O(plinth_ct_value, pad),
@@ -32,5 +36,5 @@ const unsigned int plinth_abi_layout[] = {
 	O(plinth_flow_event, ep_id), O(plinth_flow_event, ifindex), O(plinth_flow_event, peer_id),
 	O(plinth_flow_event, policy_id), O(plinth_flow_event, rule), O(plinth_flow_event, proto),
 	O(plinth_flow_event, dir), O(plinth_flow_event, verdict), O(plinth_flow_event, reason),
-	O(plinth_flow_event, flags), O(plinth_flow_event, pad),
+	O(plinth_flow_event, flags), O(plinth_flow_event, family), O(plinth_flow_event, pad),
 };

@@ -55,7 +55,17 @@ pub struct IpcacheKey {
     pub addr: [u8; 4],
 }
 
-/// Value of `plinth_ipcache`: 0 identity 4 flags; 8 bytes.
+/// Key of the IPv6 ipcache (LPM): 0 prefixlen 4 addr (network order); 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipcache6Key {
+    /// Prefix length in bits.
+    pub prefixlen: u32,
+    /// IPv6 address octets, network order.
+    pub addr: [u8; 16],
+}
+
+/// Value of both ipcaches: 0 identity 4 flags; 8 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IpcacheValue {
@@ -130,7 +140,29 @@ pub struct CtKey {
     pub pad: u16,
 }
 
-/// Value of `plinth_ct4`: 0 `expires_ns` 8 `last_event_ns` 16 `policy_id` 20 rule 22 flags 23 pad; 24 bytes.
+/// Key of `plinth_ct6`: 0 `ep_id` 4 saddr 20 daddr 36 sport 38 dport 40 proto 41 dir 42 pad; 44 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ct6Key {
+    /// Local endpoint.
+    pub ep_id: u32,
+    /// Source address octets.
+    pub saddr: [u8; 16],
+    /// Destination address octets.
+    pub daddr: [u8; 16],
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// IP protocol (the upper layer after extension headers).
+    pub proto: u8,
+    /// Direction.
+    pub dir: u8,
+    /// Padding, 0.
+    pub pad: u16,
+}
+
+/// Value of `plinth_ct4` and `plinth_ct6`: 0 `expires_ns` 8 `last_event_ns` 16 `policy_id` 20 rule 22 flags 23 pad; 24 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtValue {
@@ -158,16 +190,21 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Ring buffer record; layout in `bpf/lib/types.h`; 48 bytes.
+/// Flow event family: IPv4.
+pub const FAMILY_IPV4: u8 = 4;
+/// Flow event family: IPv6.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Ring buffer record, either family; layout in `bpf/lib/types.h`; 72 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowEvent {
     /// Monotonic time of the packet.
     pub ts_ns: u64,
-    /// Source address octets.
-    pub saddr: [u8; 4],
-    /// Destination address octets.
-    pub daddr: [u8; 4],
+    /// Source address octets (IPv4: the first 4, the rest 0).
+    pub saddr: [u8; 16],
+    /// Destination address octets (IPv4: the first 4, the rest 0).
+    pub daddr: [u8; 16],
     /// Source port, network order.
     pub sport: u16,
     /// Destination port, network order.
@@ -192,8 +229,10 @@ pub struct FlowEvent {
     pub reason: u8,
     /// [`EVENT_UNTRACKED`] or 0.
     pub flags: u8,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
     /// Padding.
-    pub pad: [u8; 5],
+    pub pad: [u8; 4],
 }
 
 /// Flow event flag: allowed, but not remembered (conntrack is full).
@@ -203,46 +242,78 @@ impl FlowEvent {
     /// Size of one ring buffer record.
     pub const SIZE: usize = std::mem::size_of::<Self>();
 
-    /// Decodes a ring buffer record, `None` when it is too short.
+    /// Decodes a ring buffer record, `None` when it is too short or of an
+    /// unknown family.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         if b.len() < Self::SIZE {
             return None;
         }
         let u16n = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
         let u32n = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let a4 = |o: usize| [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        let a16 = |o: usize| -> [u8; 16] {
+            let mut a = [0; 16];
+            a.copy_from_slice(&b[o..o + 16]);
+            a
+        };
+        let family = b[67];
+        if family != FAMILY_IPV4 && family != FAMILY_IPV6 {
+            return None;
+        }
         Some(Self {
             ts_ns: u64::from(u32n(0)) | (u64::from(u32n(4)) << 32),
-            saddr: a4(8),
-            daddr: a4(12),
-            sport: u16n(16),
-            dport: u16n(18),
-            ep_id: u32n(20),
-            ifindex: u32n(24),
-            peer_id: u32n(28),
-            policy_id: u32n(32),
-            rule: u16n(36),
-            proto: b[38],
-            dir: b[39],
-            verdict: b[40],
-            reason: b[41],
-            flags: b[42],
-            pad: [0; 5],
+            saddr: a16(8),
+            daddr: a16(24),
+            sport: u16n(40),
+            dport: u16n(42),
+            ep_id: u32n(44),
+            ifindex: u32n(48),
+            peer_id: u32n(52),
+            policy_id: u32n(56),
+            rule: u16n(60),
+            proto: b[62],
+            dir: b[63],
+            verdict: b[64],
+            reason: b[65],
+            flags: b[66],
+            family,
+            pad: [0; 4],
         })
+    }
+
+    fn addr(&self, a: [u8; 16]) -> std::net::IpAddr {
+        if self.family == FAMILY_IPV6 {
+            std::net::IpAddr::from(a)
+        } else {
+            std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+        }
+    }
+
+    /// The source address, of the event's family.
+    pub fn source(&self) -> std::net::IpAddr {
+        self.addr(self.saddr)
+    }
+
+    /// The destination address, of the event's family.
+    pub fn destination(&self) -> std::net::IpAddr {
+        self.addr(self.daddr)
     }
 }
 
 #[cfg(feature = "bpf")]
 mod pod {
-    use super::{Counter, CtKey, CtValue, Endpoint, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue};
+    use super::{
+        Counter, Ct6Key, CtKey, CtValue, Endpoint, Ipcache6Key, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue,
+    };
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made of integers with explicit
     // padding fields, so every byte pattern is a valid value.
     unsafe impl aya::Pod for IpcacheKey {}
+    unsafe impl aya::Pod for Ipcache6Key {}
     unsafe impl aya::Pod for IpcacheValue {}
     unsafe impl aya::Pod for Endpoint {}
     unsafe impl aya::Pod for PolicyKey {}
     unsafe impl aya::Pod for PolicyValue {}
     unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for Ct6Key {}
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for Counter {}
 }
@@ -272,6 +343,9 @@ mod tests {
             size_of::<IpcacheKey>(),
             offset_of!(IpcacheKey, prefixlen),
             offset_of!(IpcacheKey, addr),
+            size_of::<Ipcache6Key>(),
+            offset_of!(Ipcache6Key, prefixlen),
+            offset_of!(Ipcache6Key, addr),
             size_of::<IpcacheValue>(),
             offset_of!(IpcacheValue, identity),
             offset_of!(IpcacheValue, flags),
@@ -305,6 +379,15 @@ mod tests {
             offset_of!(CtKey, proto),
             offset_of!(CtKey, dir),
             offset_of!(CtKey, pad),
+            size_of::<Ct6Key>(),
+            offset_of!(Ct6Key, ep_id),
+            offset_of!(Ct6Key, saddr),
+            offset_of!(Ct6Key, daddr),
+            offset_of!(Ct6Key, sport),
+            offset_of!(Ct6Key, dport),
+            offset_of!(Ct6Key, proto),
+            offset_of!(Ct6Key, dir),
+            offset_of!(Ct6Key, pad),
             size_of::<CtValue>(),
             offset_of!(CtValue, expires_ns),
             offset_of!(CtValue, last_event_ns),
@@ -331,6 +414,7 @@ mod tests {
             offset_of!(FlowEvent, verdict),
             offset_of!(FlowEvent, reason),
             offset_of!(FlowEvent, flags),
+            offset_of!(FlowEvent, family),
             offset_of!(FlowEvent, pad),
         ];
         assert_eq!(rust, c, "Rust mirror differs from bpf/lib/types.h");
@@ -338,15 +422,25 @@ mod tests {
 
     #[test]
     fn flow_event_decodes_its_own_bytes() {
-        let mut b = [0u8; 48];
+        let mut b = [0u8; 72];
         b[8..12].copy_from_slice(&[198, 18, 0, 1]);
-        b[18..20].copy_from_slice(&80u16.to_be_bytes());
-        b[38] = 6;
-        b[40] = VERDICT_DENIED;
+        b[42..44].copy_from_slice(&80u16.to_be_bytes());
+        b[62] = 6;
+        b[64] = VERDICT_DENIED;
+        b[67] = FAMILY_IPV4;
         let e = FlowEvent::from_bytes(&b).expect("decode");
-        assert_eq!(e.saddr, [198, 18, 0, 1]);
+        assert_eq!(e.source(), std::net::IpAddr::from([198, 18, 0, 1]));
+        assert_eq!(e.destination(), std::net::IpAddr::from([0, 0, 0, 0]));
         assert_eq!(u16::from_be(e.dport), 80);
         assert_eq!((e.proto, e.verdict), (6, VERDICT_DENIED));
-        assert!(FlowEvent::from_bytes(&b[..47]).is_none());
+        assert!(FlowEvent::from_bytes(&b[..71]).is_none());
+
+        let v6: std::net::Ipv6Addr = "2001:2::10".parse().expect("address");
+        b[24..40].copy_from_slice(&v6.octets());
+        b[67] = FAMILY_IPV6;
+        let e = FlowEvent::from_bytes(&b).expect("decode");
+        assert_eq!(e.destination(), std::net::IpAddr::V6(v6));
+        b[67] = 0;
+        assert!(FlowEvent::from_bytes(&b).is_none(), "unknown family");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! TCP and UDP probes are real connections between pod namespaces through
 //! the node namespace, where the datapath is attached to every host-side
-//! veth. SCTP probes (no SCTP sockets here) are crafted packets run through
-//! both programs with BPF_PROG_TEST_RUN on the same interfaces and maps.
+//! veth, over IPv4 or IPv6 (every model pod is dual-stack). SCTP probes (no
+//! SCTP sockets here) are crafted packets run through both programs with
+//! BPF_PROG_TEST_RUN on the same interfaces and maps.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use aya::programs::SchedClassifier;
 use crate::compile::{Compiled, compile};
 use crate::load::{Config, Datapath, LoadError};
 use crate::netns::{self, NetnsError, TestNet};
-use crate::scenario::{self, MODEL_PORTS, Probe, ProbeResult, Scenario, ScenarioError, Table};
+use crate::scenario::{self, IpFamily, MODEL_PORTS, Probe, ProbeResult, Scenario, ScenarioError, Table};
 use crate::world::World;
 
 /// The run failed before it could compare anything.
@@ -78,14 +79,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds the model: 9 pods serving TCP and UDP on 80 and 81, and the
+    /// Builds the model: 9 dual-stack pods serving TCP and UDP on 80 and 81, and the
     /// datapath loaded with its own pin directory. Moves the calling thread
     /// into the node namespace.
     pub fn new() -> Result<Self, RunError> {
         netns::ensure_bpffs()?;
         let n = scenario::MODEL_NAMESPACES.len() * scenario::MODEL_PODS.len();
         let mut net = TestNet::new(n)?;
-        let probe_world = scenario::model_world(|i| net.pods[i].ip, |_| None);
+        let probe_world = scenario::model_world(|i| net.pods[i].ips(), |_| None);
         let names: Vec<String> = probe_world
             .pods
             .iter()
@@ -96,7 +97,7 @@ impl Model {
         // Pods' interfaces come from the node's routes, as the agent finds them.
         let mut world = probe_world;
         for p in &mut world.pods {
-            p.interface = netns::route_interface(p.ip);
+            p.interface = p.ips.iter().find_map(|ip| netns::route_interface(*ip));
         }
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", net.node));
         let datapath = Datapath::load(&Config {
@@ -133,7 +134,7 @@ impl Model {
             for (i, row) in cells.iter_mut().enumerate() {
                 for (j, cell) in row.iter_mut().enumerate() {
                     if i != j {
-                        *cell = Some(self.sctp(i, j, probe.port)?);
+                        *cell = Some(self.sctp(i, j, probe.port, probe.ip_family)?);
                     }
                 }
             }
@@ -148,7 +149,8 @@ impl Model {
                             .collect();
                         let net = &self.net;
                         let timeout = opts.timeout;
-                        s.spawn(move || net.probe_many(i, &targets, timeout))
+                        let v6 = probe.ip_family == IpFamily::IPv6;
+                        s.spawn(move || net.probe_many_over(i, &targets, v6, timeout))
                     })
                     .collect();
                 hs.into_iter()
@@ -174,17 +176,16 @@ impl Model {
         })
     }
 
-    /// An SCTP INIT from pod `i` to pod `j`: through `plinth_from_pod` on i's
-    /// host veth, then `plinth_to_pod` on j's.
-    fn sctp(&mut self, i: usize, j: usize, port: u16) -> Result<bool, RunError> {
+    /// An SCTP INIT from pod `i` to pod `j` over `family`: through
+    /// `plinth_from_pod` on i's host veth, then `plinth_to_pod` on j's.
+    fn sctp(&mut self, i: usize, j: usize, port: u16, family: IpFamily) -> Result<bool, RunError> {
         self.next_sctp_port = self.next_sctp_port.wrapping_add(1).max(30000);
-        let pkt = crate::testrun::ipv4_packet(
-            self.world.pods[i].ip,
-            self.world.pods[j].ip,
-            132,
-            self.next_sctp_port,
-            port,
-        );
+        let (Some(src), Some(dst)) = (family.address(&self.world.pods[i]), family.address(&self.world.pods[j])) else {
+            return Ok(false);
+        };
+        let Some(pkt) = crate::testrun::ip_packet(src, dst, 132, self.next_sctp_port, port) else {
+            return Ok(false);
+        };
         let idx = |k: usize| -> u32 {
             self.world.pods[k]
                 .interface

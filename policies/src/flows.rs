@@ -3,7 +3,7 @@
 //! The agent turns each ring buffer record ([`crate::abi::FlowEvent`]) into a
 //! [`Flow`] and serves them as JSON lines; see `policies/README.md`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,7 @@ pub fn reason_name(code: u8) -> &'static str {
         4 => "reply",
         5 => "unmanaged",
         6 => "non-ip",
+        7 => "icmpv6-neighbour-discovery",
         16 => "policy-denied",
         17 => "fail-closed-map-full",
         18 => "unsupported-l3",
@@ -31,7 +32,7 @@ pub fn reason_name(code: u8) -> &'static str {
 }
 
 /// Every reason code, for metrics.
-pub const REASON_CODES: [u8; 14] = [1, 2, 3, 4, 5, 6, 16, 17, 18, 19, 20, 32, 33, 34];
+pub const REASON_CODES: [u8; 15] = [1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 32, 33, 34];
 
 /// Protocol name of an IP protocol number.
 pub fn proto_name(p: u8) -> String {
@@ -39,6 +40,7 @@ pub fn proto_name(p: u8) -> String {
         1 => "ICMP".to_owned(),
         6 => "TCP".to_owned(),
         17 => "UDP".to_owned(),
+        58 => "ICMPv6".to_owned(),
         132 => "SCTP".to_owned(),
         n => n.to_string(),
     }
@@ -47,8 +49,8 @@ pub fn proto_name(p: u8) -> String {
 /// One end of a flow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowEnd {
-    /// Address.
-    pub ip: Ipv4Addr,
+    /// Address, IPv4 or IPv6.
+    pub ip: IpAddr,
     /// Port (0 without ports).
     pub port: u16,
     /// Namespace of the pod with this address, if known.
@@ -97,11 +99,10 @@ impl Flow {
     /// name of a policy id.
     pub fn from_event(
         e: &FlowEvent,
-        pod_of: impl Fn(Ipv4Addr) -> Option<(String, String)>,
+        pod_of: impl Fn(IpAddr) -> Option<(String, String)>,
         policy_of: impl Fn(u32) -> Option<String>,
     ) -> Self {
-        let end = |ip: [u8; 4], port: u16| {
-            let ip = Ipv4Addr::from(ip);
+        let end = |ip: IpAddr, port: u16| {
             let pod = pod_of(ip);
             FlowEnd {
                 ip,
@@ -114,8 +115,8 @@ impl Flow {
         let policy = (e.policy_id != 0).then(|| policy_of(e.policy_id)).flatten();
         Self {
             time_ns: e.ts_ns,
-            source: end(e.saddr, e.sport),
-            destination: end(e.daddr, e.dport),
+            source: end(e.source(), e.sport),
+            destination: end(e.destination(), e.dport),
             protocol: proto_name(e.proto),
             direction: direction.to_owned(),
             verdict: if e.verdict == abi::VERDICT_ALLOWED {
@@ -133,11 +134,13 @@ impl Flow {
         }
     }
 
-    /// One line of text, like `hubble observe`.
+    /// One line of text, like `hubble observe`: `ns/pod(ip):port`, or
+    /// `ip:port` (`[ip]:port` for IPv6) for an address outside the pods.
     pub fn to_text(&self) -> String {
-        let end = |e: &FlowEnd| match (&e.namespace, &e.pod) {
-            (Some(ns), Some(p)) => format!("{ns}/{p}({}):{}", e.ip, e.port),
-            _ => format!("{}:{}", e.ip, e.port),
+        let end = |e: &FlowEnd| match (&e.namespace, &e.pod, e.ip) {
+            (Some(ns), Some(p), _) => format!("{ns}/{p}({}):{}", e.ip, e.port),
+            (_, _, IpAddr::V6(ip)) => format!("[{ip}]:{}", e.port),
+            (_, _, IpAddr::V4(ip)) => format!("{ip}:{}", e.port),
         };
         let by = match (&self.policy, &self.rule) {
             (Some(p), Some(r)) => format!(" by {p} {r}"),
@@ -227,11 +230,17 @@ pub fn follow(
 mod tests {
     use super::*;
 
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut o = [0; 16];
+        o[..4].copy_from_slice(&a);
+        o
+    }
+
     fn event() -> FlowEvent {
         FlowEvent {
             ts_ns: 5,
-            saddr: [198, 18, 0, 10],
-            daddr: [198, 18, 0, 11],
+            saddr: v4([198, 18, 0, 10]),
+            daddr: v4([198, 18, 0, 11]),
             sport: 40000u16.to_be(),
             dport: 80u16.to_be(),
             ep_id: 1,
@@ -244,7 +253,8 @@ mod tests {
             verdict: abi::VERDICT_ALLOWED,
             reason: 1,
             flags: 0,
-            pad: [0; 5],
+            family: abi::FAMILY_IPV4,
+            pad: [0; 4],
         }
     }
 
@@ -265,7 +275,7 @@ mod tests {
     fn flow_names_pods_policy_and_rule() {
         let f = Flow::from_event(
             &event(),
-            |ip| (ip == Ipv4Addr::new(198, 18, 0, 11)).then(|| ("x".to_owned(), "b".to_owned())),
+            |ip| (ip == IpAddr::from([198, 18, 0, 11])).then(|| ("x".to_owned(), "b".to_owned())),
             |id| (id == 4).then(|| "x/allow-web".to_owned()),
         );
         assert_eq!(
@@ -287,5 +297,31 @@ mod tests {
             ..Default::default()
         };
         assert!(!ns_y.matches(&f));
+    }
+
+    #[test]
+    fn ipv6_flows_name_pods_and_bracket_bare_addresses() {
+        let a: std::net::Ipv6Addr = "2001:2::10".parse().expect("address");
+        let b: std::net::Ipv6Addr = "2001:2::11".parse().expect("address");
+        let mut e = event();
+        e.family = abi::FAMILY_IPV6;
+        e.saddr = a.octets();
+        e.daddr = b.octets();
+        e.verdict = abi::VERDICT_DENIED;
+        e.reason = 16;
+        e.policy_id = 0;
+        let f = Flow::from_event(
+            &e,
+            |ip| (ip == IpAddr::V6(b)).then(|| ("x".to_owned(), "b".to_owned())),
+            |_| None,
+        );
+        assert_eq!(
+            f.to_text(),
+            "[2001:2::10]:40000 -> x/b(2001:2::11):80 TCP ingress DENIED (policy-denied)"
+        );
+        let json = serde_json::to_string(&f).expect("json");
+        assert!(json.contains("\"ip\":\"2001:2::11\""), "{json}");
+        let back: Flow = serde_json::from_str(&json).expect("parse back");
+        assert_eq!(back, f);
     }
 }

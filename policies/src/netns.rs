@@ -1,13 +1,14 @@
 //! A test network: a "node" namespace routing between pod namespaces over veth pairs, with TCP/UDP servers.
 //!
 //! Every host lives in a namespace this fixture creates, with addresses from
-//! 198.18.0.0/15; the node namespace has no route anywhere else, so no packet
-//! leaves. Names carry the process id and a counter so parallel runs do not
-//! clash. Everything is removed on drop, also after a panic.
+//! the benchmarking ranges 198.18.0.0/15 and 2001:2::/48 (RFC 2544, RFC 5180);
+//! the node namespace has no route anywhere else, so no packet leaves. Names
+//! carry the process id and a counter so parallel runs do not clash.
+//! Everything is removed on drop, also after a panic.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
@@ -21,6 +22,18 @@ pub const BRIDGE: &str = "plb0";
 
 /// Address of the node on every host-side veth; pods route 198.18.0.0/15 via it.
 pub const NODE_GW: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
+
+/// IPv6 address of the node on every host-side veth; pods route 2001:2::/48 via it.
+pub const NODE_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0xffff, 0, 0, 0, 1);
+
+/// The IPv6 address of pod `i` of [`TestNet::new`]: 2001:2::10, 2001:2::11, ...
+/// (the digits of its IPv4 address's last octet, for reading).
+pub fn pod_ipv6(i: usize) -> Ipv6Addr {
+    let n = 10 + u16::try_from(i).unwrap_or(200).min(200);
+    // Decimal digits read as hex: 10 -> 0x10.
+    let hex = u16::from_str_radix(&n.to_string(), 16).unwrap_or(n);
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, hex)
+}
 
 /// The fixture failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +121,17 @@ pub struct PodNet {
     pub host_if: String,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, when the network is dual-stack.
+    pub ip6: Option<Ipv6Addr>,
+}
+
+impl PodNet {
+    /// The pod's addresses.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        std::iter::once(IpAddr::V4(self.ip))
+            .chain(self.ip6.map(IpAddr::V6))
+            .collect()
+    }
 }
 
 /// A test network. Dropping it stops the servers and deletes the namespaces.
@@ -124,8 +148,9 @@ pub struct TestNet {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestNet {
-    /// Creates a node namespace and `n` pod namespaces with addresses
-    /// 198.18.0.10, .11, ... (`n` ≤ 200).
+    /// Creates a node namespace and `n` dual-stack pod namespaces with
+    /// addresses 198.18.0.10, .11, ... and 2001:2::10, ::11, ... ([`pod_ipv6`];
+    /// `n` ≤ 200), each with a host route on the node (/32 and /128).
     pub fn new(n: usize) -> Result<Self, NetnsError> {
         let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let node = format!("plinth-{tag}-node");
@@ -141,21 +166,20 @@ impl TestNet {
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
         sysctl(&node, "net.ipv4.conf.default.rp_filter", "0")?;
-        sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
-        sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        sysctl(&node, "net.ipv6.conf.all.forwarding", "1")?;
         ip(&["-n", &node, "link", "set", "lo", "up"])?;
         for i in 0..n {
             let pod_ns = format!("plinth-{tag}-p{i}");
             let host_if = format!("plh{i}");
             let addr = Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(200).min(200));
+            let addr6 = pod_ipv6(i);
             ip(&["netns", "add", &pod_ns])?;
             net.pods.push(PodNet {
                 netns: pod_ns.clone(),
                 host_if: host_if.clone(),
                 ip: addr,
+                ip6: Some(addr6),
             });
-            sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
-            sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
             ip(&[
                 "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns,
             ])?;
@@ -179,6 +203,38 @@ impl TestNet {
             ip(&["-n", &node, "addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
             ip(&["-n", &node, "link", "set", &host_if, "up"])?;
             ip(&["-n", &node, "route", "add", &a32, "dev", &host_if, "scope", "link"])?;
+            // IPv6 the same way: a /128 on the pod, the node's address on every
+            // host-side veth, routes both ways. No duplicate address detection:
+            // the addresses are usable at once. Neighbour discovery crosses
+            // the datapath like any packet.
+            let a128 = format!("{addr6}/128");
+            let gw6 = NODE_GW6.to_string();
+            ip(&["-n", &pod_ns, "-6", "addr", "add", &a128, "dev", "eth0", "nodad"])?;
+            ip(&["-n", &pod_ns, "-6", "route", "add", &gw6, "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &pod_ns,
+                "-6",
+                "route",
+                "add",
+                "2001:2::/48",
+                "via",
+                &gw6,
+                "dev",
+                "eth0",
+            ])?;
+            ip(&[
+                "-n",
+                &node,
+                "-6",
+                "addr",
+                "add",
+                &format!("{gw6}/128"),
+                "dev",
+                &host_if,
+                "nodad",
+            ])?;
+            ip(&["-n", &node, "-6", "route", "add", &a128, "dev", &host_if])?;
         }
         Ok(net)
     }
@@ -188,6 +244,17 @@ impl TestNet {
     /// host-side veths `plh<i>` ports of the bridge: the layout of
     /// bridge-based CNIs, with no /32 route per pod (`n` ≤ 200).
     pub fn new_bridged(n: usize) -> Result<Self, NetnsError> {
+        Self::bridged(n, false)
+    }
+
+    /// [`TestNet::new_bridged`] with dual-stack pods: the bridge also has
+    /// 2001:2::1/64 and the pods 2001:2::10, ::11, ... ([`pod_ipv6`]) in
+    /// 2001:2::/64, without duplicate address detection.
+    pub fn new_bridged_dual(n: usize) -> Result<Self, NetnsError> {
+        Self::bridged(n, true)
+    }
+
+    fn bridged(n: usize, dual: bool) -> Result<Self, NetnsError> {
         let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let node = format!("plinth-{tag}-node");
         let mut net = Self {
@@ -199,29 +266,51 @@ impl TestNet {
         ip(&["netns", "add", &node])?;
         let sysctl =
             |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
-        sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
-        sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        if !dual {
+            sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
         ip(&["-n", &node, "link", "set", "lo", "up"])?;
         ip(&["-n", &node, "link", "add", BRIDGE, "type", "bridge"])?;
         ip(&["-n", &node, "addr", "add", "198.18.0.1/24", "dev", BRIDGE])?;
+        if dual {
+            ip(&["-n", &node, "-6", "addr", "add", "2001:2::1/64", "dev", BRIDGE, "nodad"])?;
+        }
         ip(&["-n", &node, "link", "set", BRIDGE, "up"])?;
         for i in 0..n {
             let pod_ns = format!("plinth-{tag}-p{i}");
             let host_if = format!("plh{i}");
             let addr = Ipv4Addr::new(198, 18, 0, 10 + u8::try_from(i).unwrap_or(200).min(200));
             ip(&["netns", "add", &pod_ns])?;
+            let addr6 = dual.then(|| pod_ipv6(i));
             net.pods.push(PodNet {
                 netns: pod_ns.clone(),
                 host_if: host_if.clone(),
                 ip: addr,
+                ip6: addr6,
             });
-            sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
-            sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            if !dual {
+                sysctl(&pod_ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+                sysctl(&pod_ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            }
             ip(&[
                 "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns,
             ])?;
             ip(&["-n", &pod_ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &pod_ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            if let Some(a6) = addr6 {
+                ip(&[
+                    "-n",
+                    &pod_ns,
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ])?;
+            }
             ip(&["-n", &pod_ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &node, "link", "set", &host_if, "master", BRIDGE])?;
             ip(&["-n", &node, "link", "set", &host_if, "up"])?;
@@ -229,24 +318,27 @@ impl TestNet {
         Ok(net)
     }
 
-    /// Starts TCP and UDP servers on `ports` in every pod; each answers
-    /// with `reply(pod index)`.
+    /// Starts TCP and UDP servers on `ports` in every pod, on each of its
+    /// addresses' families; each answers with `reply(pod index)`.
     pub fn serve(&mut self, ports: &[u16], reply: impl Fn(usize) -> String) -> Result<(), NetnsError> {
         for (i, pod) in self.pods.iter().enumerate() {
             let ports = ports.to_vec();
+            let v6 = pod.ip6.is_some();
             let (tcp, udp) = in_netns(
                 &pod.netns,
                 move || -> Result<(Vec<TcpListener>, Vec<UdpSocket>), NetnsError> {
                     let mut t = Vec::new();
                     let mut u = Vec::new();
                     for p in ports {
-                        let l = TcpListener::bind(("0.0.0.0", p)).map_err(io(format!("listen tcp/{p}")))?;
-                        l.set_nonblocking(true).map_err(io("nonblocking"))?;
-                        t.push(l);
-                        let s = UdpSocket::bind(("0.0.0.0", p)).map_err(io(format!("bind udp/{p}")))?;
-                        s.set_read_timeout(Some(Duration::from_millis(50)))
-                            .map_err(io("timeout"))?;
-                        u.push(s);
+                        let mut any: Vec<IpAddr> = vec![Ipv4Addr::UNSPECIFIED.into()];
+                        if v6 {
+                            any.push(Ipv6Addr::UNSPECIFIED.into());
+                        }
+                        for a in any {
+                            let (l, s) = bind_pair(SocketAddr::new(a, p))?;
+                            t.push(l);
+                            u.push(s);
+                        }
                     }
                     Ok((t, u))
                 },
@@ -288,6 +380,28 @@ impl TestNet {
         targets: &[(usize, String, u16)],
         timeout: Duration,
     ) -> Result<Vec<Option<String>>, NetnsError> {
+        self.probe_many_over(from, targets, false, timeout)
+    }
+
+    /// [`TestNet::probe_many`] over IPv6 when `ipv6`, else IPv4; a pod
+    /// without an IPv6 address cannot be reached over IPv6 (`None`).
+    pub fn probe_many_over(
+        &self,
+        from: usize,
+        targets: &[(usize, String, u16)],
+        ipv6: bool,
+        timeout: Duration,
+    ) -> Result<Vec<Option<String>>, NetnsError> {
+        let addr = |i: usize| -> Option<IpAddr> {
+            if ipv6 {
+                self.pods[i].ip6.map(IpAddr::V6)
+            } else {
+                Some(IpAddr::V4(self.pods[i].ip))
+            }
+        };
+        if addr(from).is_none() {
+            return Ok(vec![None; targets.len()]);
+        }
         let socks = {
             let targets: Vec<(String, u16)> = targets.iter().map(|(_, p, port)| (p.clone(), *port)).collect();
             in_netns(
@@ -301,12 +415,17 @@ impl TestNet {
                             } else {
                                 socket2::Type::STREAM
                             };
-                            let s = socket2::Socket::new(socket2::Domain::IPV4, ty, None).map_err(io("socket"))?;
+                            let (domain, any): (_, IpAddr) = if ipv6 {
+                                (socket2::Domain::IPV6, Ipv6Addr::UNSPECIFIED.into())
+                            } else {
+                                (socket2::Domain::IPV4, Ipv4Addr::UNSPECIFIED.into())
+                            };
+                            let s = socket2::Socket::new(domain, ty, None).map_err(io("socket"))?;
                             // A fresh source port per probe: no conntrack entry of an
                             // earlier probe can answer for this one.
                             let port = next_client_port();
                             s.set_reuse_address(true).map_err(io("reuseaddr"))?;
-                            s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
+                            s.bind(&SocketAddr::new(any, port).into())
                                 .map_err(io(format!("bind client port {port}")))?;
                             Ok(s)
                         })
@@ -314,25 +433,63 @@ impl TestNet {
                 },
             )??
         };
-        let handles: Vec<JoinHandle<Option<String>>> = socks
+        let handles: Vec<Option<JoinHandle<Option<String>>>> = socks
             .into_iter()
             .zip(targets)
             .map(|(s, (to, proto, port))| {
-                let dst = SocketAddr::V4(SocketAddrV4::new(self.pods[*to].ip, *port));
+                let dst = SocketAddr::new(addr(*to)?, *port);
                 let udp = proto == "UDP";
-                std::thread::spawn(move || probe_one(s, dst, udp, timeout))
+                Some(std::thread::spawn(move || probe_one(s, dst, udp, timeout)))
             })
             .collect();
-        Ok(handles.into_iter().map(|h| h.join().ok().flatten()).collect())
+        Ok(handles
+            .into_iter()
+            .map(|h| h.and_then(|h| h.join().ok().flatten()))
+            .collect())
     }
 
     /// Opens a TCP connection from pod `from` to `to:port` and keeps it.
     pub fn connect(&self, from: usize, to: usize, port: u16) -> Result<std::net::TcpStream, NetnsError> {
-        let dst = SocketAddr::V4(SocketAddrV4::new(self.pods[to].ip, port));
+        self.connect_to(from, IpAddr::V4(self.pods[to].ip), port)
+    }
+
+    /// Opens a TCP connection from pod `from` to `to:port` over IPv6.
+    pub fn connect6(&self, from: usize, to: usize, port: u16) -> Result<std::net::TcpStream, NetnsError> {
+        let to6 = self.pods[to].ip6.ok_or_else(|| NetnsError::Io {
+            what: format!("pod {to} has no IPv6 address"),
+            source: std::io::Error::from(std::io::ErrorKind::AddrNotAvailable),
+        })?;
+        self.connect_to(from, IpAddr::V6(to6), port)
+    }
+
+    fn connect_to(&self, from: usize, to: IpAddr, port: u16) -> Result<std::net::TcpStream, NetnsError> {
+        let dst = SocketAddr::new(to, port);
         in_netns(&self.pods[from].netns, move || {
             std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).map_err(io(format!("connect {dst}")))
         })?
     }
+}
+
+/// A TCP listener (non-blocking) and a UDP socket on `addr`; an IPv6
+/// address binds IPv6 only, beside the IPv4 sockets.
+fn bind_pair(addr: SocketAddr) -> Result<(TcpListener, UdpSocket), NetnsError> {
+    let sock = |ty: socket2::Type| -> Result<socket2::Socket, NetnsError> {
+        let s = socket2::Socket::new(socket2::Domain::for_address(addr), ty, None).map_err(io("socket"))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true).map_err(io("IPV6_V6ONLY"))?;
+        }
+        s.set_reuse_address(true).map_err(io("reuseaddr"))?;
+        s.bind(&addr.into()).map_err(io(format!("bind {addr}")))?;
+        Ok(s)
+    };
+    let t = sock(socket2::Type::STREAM)?;
+    t.listen(128).map_err(io(format!("listen tcp {addr}")))?;
+    let l: TcpListener = t.into();
+    l.set_nonblocking(true).map_err(io("nonblocking"))?;
+    let u: UdpSocket = sock(socket2::Type::DGRAM)?.into();
+    u.set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(io("timeout"))?;
+    Ok((l, u))
 }
 
 static CLIENT_PORT: AtomicU16 = AtomicU16::new(0);
@@ -394,11 +551,10 @@ pub fn ensure_bpffs() -> Result<(), NetnsError> {
     })
 }
 
-/// Host-side interface of the route to `ip` in this thread's namespace
-/// (`/proc/thread-self/net/route`), as the agent finds pod interfaces.
-pub fn route_interface(ip: Ipv4Addr) -> Option<String> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/route").ok()?;
-    crate::agent::routes::interface_for(&text, ip)
+/// Host-side interface of the host route to `ip` in this thread's namespace
+/// (`/proc/thread-self/net/route`, `ipv6_route`), as the agent finds pod interfaces.
+pub fn route_interface(ip: IpAddr) -> Option<String> {
+    crate::agent::routes::RouteTables::read().interface_for(ip)
 }
 
 /// Removes a bpffs pin directory (maps, links) on drop, also after an error

@@ -5,7 +5,7 @@
 //! so the compiler is never checked against itself.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -14,12 +14,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::world::{Pod, World};
 
 /// A connection attempt: from an address to a pod address, protocol and port.
+/// Both addresses are of one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection {
     /// Client address (a pod of the world or any address).
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// Server address.
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     /// `TCP`, `UDP` or `SCTP`.
     pub protocol: String,
     /// Destination port.
@@ -46,18 +47,33 @@ fn labels_match(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
     labels_ok && exprs_ok
 }
 
-fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
-    let Some((a, l)) = cidr.split_once('/') else {
-        return cidr.parse::<Ipv4Addr>().is_ok_and(|c| c == ip);
+/// Whether `ip` is in `cidr` (`addr/len`, or a bare address): the first
+/// `len` bits, compared one by one; an address of the other family never is.
+fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
+    let (a, l) = match cidr.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (cidr, None),
     };
-    let (Ok(a), Ok(l)) = (a.parse::<Ipv4Addr>(), l.parse::<u32>()) else {
+    let Ok(net) = a.parse::<IpAddr>() else {
         return false;
     };
-    if l > 32 {
+    let bytes = |x: IpAddr| match x {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    let (net, ip) = (bytes(net), bytes(ip));
+    if net.len() != ip.len() {
         return false;
     }
-    let shift = 32 - l;
-    (u64::from(u32::from(ip)) >> shift) == (u64::from(u32::from(a)) >> shift)
+    let len = match l.map(str::parse::<usize>) {
+        None => net.len() * 8,
+        Some(Ok(l)) if l <= net.len() * 8 => l,
+        Some(_) => return false,
+    };
+    (0..len).all(|i| {
+        let bit = |b: &[u8]| (b[i / 8] >> (7 - i % 8)) & 1;
+        bit(&net) == bit(&ip)
+    })
 }
 
 fn ns_labels(world: &World, ns: &str) -> BTreeMap<String, String> {
@@ -67,7 +83,7 @@ fn ns_labels(world: &World, ns: &str) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn peer_matches(world: &World, peer: &NetworkPolicyPeer, policy_ns: &str, ip: Ipv4Addr, pod: Option<&Pod>) -> bool {
+fn peer_matches(world: &World, peer: &NetworkPolicyPeer, policy_ns: &str, ip: IpAddr, pod: Option<&Pod>) -> bool {
     if let Some(b) = &peer.ip_block {
         return in_cidr(ip, &b.cidr) && !b.except.iter().flatten().any(|e| in_cidr(ip, e));
     }
@@ -126,8 +142,8 @@ fn applies(np: &NetworkPolicy, pod: &Pod, egress: bool) -> bool {
 /// Whether the policies of `world` allow the connection: the client's egress
 /// and the server's ingress must both allow it.
 pub fn allowed(world: &World, c: &Connection) -> bool {
-    let src_pod = world.pods.iter().find(|p| p.ip == c.src);
-    let dst_pod = world.pods.iter().find(|p| p.ip == c.dst);
+    let src_pod = world.pods.iter().find(|p| p.ips.contains(&c.src));
+    let dst_pod = world.pods.iter().find(|p| p.ips.contains(&c.dst));
     let egress_ok = src_pod.is_none_or(|sp| {
         let pols: Vec<&NetworkPolicy> = world.policies.iter().filter(|np| applies(np, sp, true)).collect();
         pols.is_empty()
@@ -161,4 +177,24 @@ pub fn allowed(world: &World, c: &Connection) -> bool {
             })
     });
     egress_ok && ingress_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_cidr;
+
+    #[test]
+    fn cidrs_of_both_families() {
+        let ip = |s: &str| s.parse().expect("address");
+        assert!(in_cidr(ip("198.18.0.10"), "198.18.0.0/24"));
+        assert!(!in_cidr(ip("198.18.1.10"), "198.18.0.0/24"));
+        assert!(in_cidr(ip("198.18.1.10"), "0.0.0.0/0"));
+        assert!(in_cidr(ip("2001:2::10"), "2001:2::/120"));
+        assert!(in_cidr(ip("2001:2::10"), "2001:2::10"));
+        assert!(!in_cidr(ip("2001:2::1:10"), "2001:2::/120"));
+        assert!(in_cidr(ip("2001:2::1:10"), "::/0"));
+        assert!(!in_cidr(ip("2001:2::10"), "0.0.0.0/0"), "families never match");
+        assert!(!in_cidr(ip("198.18.0.10"), "::/0"), "families never match");
+        assert!(!in_cidr(ip("2001:2::10"), "2001:2::/129"));
+    }
 }

@@ -1,11 +1,12 @@
 //! Conformance scenarios: the upstream model, steps that change policies and labels, and truth tables.
 //!
 //! The format is documented in `policies/README.md`. Scenario files are YAML;
-//! `${ns/pod}` anywhere in the text becomes that pod's IP before parsing.
+//! `${ns/pod}` anywhere in the text becomes that pod's IPv4 address before
+//! parsing, `${ns/pod/ipv6}` its IPv6 address.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
@@ -20,14 +21,43 @@ pub const MODEL_PODS: [&str; 3] = ["a", "b", "c"];
 /// Ports every model pod serves, over TCP and UDP.
 pub const MODEL_PORTS: [u16; 2] = [80, 81];
 
-/// A probe: protocol and port, probed between every pair of pods.
+/// A probe: protocol, port and address family, probed between every pair of pods.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
     /// `TCP`, `UDP` or `SCTP` (SCTP is probed with crafted packets).
     #[serde(default = "default_proto")]
     pub protocol: String,
     /// Destination port.
     pub port: u16,
+    /// `IPv4` (default) or `IPv6`: which of the pods' addresses the probe uses.
+    #[serde(default, skip_serializing_if = "IpFamily::is_ipv4")]
+    pub ip_family: IpFamily,
+}
+
+/// An address family, named as in a Service's `ipFamilies`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IpFamily {
+    /// IPv4.
+    #[default]
+    IPv4,
+    /// IPv6.
+    IPv6,
+}
+
+impl IpFamily {
+    /// Whether this is IPv4 (the default, left out of probe names).
+    pub fn is_ipv4(&self) -> bool {
+        *self == Self::IPv4
+    }
+
+    /// The address of `pod` in this family.
+    pub fn address(self, pod: &Pod) -> Option<IpAddr> {
+        match self {
+            Self::IPv4 => pod.ipv4().map(IpAddr::V4),
+            Self::IPv6 => pod.ipv6().map(IpAddr::V6),
+        }
+    }
 }
 
 fn default_proto() -> String {
@@ -35,8 +65,13 @@ fn default_proto() -> String {
 }
 
 impl std::fmt::Display for Probe {
+    /// `TCP/80`, or `TCP/80/IPv6` for IPv6: the key of `expect`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.protocol, self.port)
+        write!(f, "{}/{}", self.protocol, self.port)?;
+        if !self.ip_family.is_ipv4() {
+            write!(f, "/{:?}", self.ip_family)?;
+        }
+        Ok(())
     }
 }
 
@@ -80,7 +115,7 @@ pub struct Step {
     /// What to probe; `TCP/80` when empty.
     #[serde(default)]
     pub probes: Vec<Probe>,
-    /// Explicit expectations per probe (`TCP/80`): a truth table in the
+    /// Explicit expectations per probe (`TCP/80`, `TCP/80/IPv6`): a truth table in the
     /// printed format. Without one, the reference evaluator decides.
     #[serde(default)]
     pub expect: BTreeMap<String, String>,
@@ -111,7 +146,9 @@ pub enum ScenarioError {
         source: Box<serde_saphyr::Error>,
     },
     /// `${...}` names no model pod.
-    #[error("scenario {path}: unknown placeholder ${{{name}}}; use ${{ns/pod}} with ns in x,y,z and pod in a,b,c")]
+    #[error(
+        "scenario {path}: unknown placeholder ${{{name}}}; use ${{ns/pod}} or ${{ns/pod/ipv6}} with ns in x,y,z and pod in a,b,c"
+    )]
     Placeholder {
         /// File.
         path: String,
@@ -143,9 +180,9 @@ pub enum ScenarioError {
 }
 
 /// The model world: namespaces x, y, z with pods a, b, c serving TCP and UDP
-/// on 80 and 81 with named ports `serve-80-tcp` and so on. `ip(i)` gives the
-/// IP of the i-th pod; `interface(i)` its host-side interface.
-pub fn model_world(ip: impl Fn(usize) -> Ipv4Addr, interface: impl Fn(usize) -> Option<String>) -> World {
+/// on 80 and 81 with named ports `serve-80-tcp` and so on. `ips(i)` gives the
+/// addresses of the i-th pod; `interface(i)` its host-side interface.
+pub fn model_world(ips: impl Fn(usize) -> Vec<IpAddr>, interface: impl Fn(usize) -> Option<String>) -> World {
     let mut w = World::default();
     for ns in MODEL_NAMESPACES {
         w.namespaces.push(Namespace {
@@ -168,7 +205,7 @@ pub fn model_world(ip: impl Fn(usize) -> Ipv4Addr, interface: impl Fn(usize) -> 
                 namespace: ns.to_owned(),
                 name: pod.to_owned(),
                 labels: Labels::from([("pod".to_owned(), pod.to_owned())]),
-                ip: ip(i),
+                ips: ips(i),
                 interface: interface(i),
                 ports,
             });
@@ -177,7 +214,8 @@ pub fn model_world(ip: impl Fn(usize) -> Ipv4Addr, interface: impl Fn(usize) -> 
     w
 }
 
-/// Parses a scenario, replacing `${ns/pod}` with the pod's IP in `world`.
+/// Parses a scenario, replacing `${ns/pod}` with the pod's IPv4 address in
+/// `world`, `${ns/pod/ipv6}` with its IPv6 address.
 pub fn parse(text: &str, path: &str, world: &World) -> Result<Scenario, ScenarioError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -189,10 +227,14 @@ pub fn parse(text: &str, path: &str, world: &World) -> Result<Scenario, Scenario
             name: after.chars().take(20).collect(),
         })?;
         let name = &after[..end];
-        let ip = name
+        let (pod_name, family) = match name.strip_suffix("/ipv6") {
+            Some(p) => (p, IpFamily::IPv6),
+            None => (name, IpFamily::IPv4),
+        };
+        let ip = pod_name
             .split_once('/')
             .and_then(|(ns, pod)| world.pod(ns, pod))
-            .map(|p| p.ip)
+            .and_then(|p| family.address(p))
             .ok_or_else(|| ScenarioError::Placeholder {
                 path: path.to_owned(),
                 name: name.to_owned(),
@@ -262,6 +304,7 @@ pub fn step_probes(step: &Step) -> Vec<Probe> {
         vec![Probe {
             protocol: "TCP".to_owned(),
             port: 80,
+            ip_family: IpFamily::IPv4,
         }]
     } else {
         step.probes.clone()
@@ -282,14 +325,19 @@ pub struct Table {
 }
 
 impl Table {
-    /// Expected verdicts from the reference evaluator.
+    /// Expected verdicts from the reference evaluator; a pair where either
+    /// pod lacks an address of the probe's family is denied (nothing to reach).
     pub fn reference(world: &World, probe: &Probe) -> Self {
         Self::build(world, |i, j| {
+            let f = probe.ip_family;
+            let (Some(src), Some(dst)) = (f.address(&world.pods[i]), f.address(&world.pods[j])) else {
+                return false;
+            };
             reference::allowed(
                 world,
                 &Connection {
-                    src: world.pods[i].ip,
-                    dst: world.pods[j].ip,
+                    src,
+                    dst,
                     protocol: probe.protocol.clone(),
                     port: probe.port,
                 },
@@ -459,14 +507,32 @@ mod tests {
     use super::*;
 
     fn world() -> World {
-        model_world(|i| Ipv4Addr::new(198, 18, 0, 10 + i as u8), |_| None)
+        model_world(
+            |i| {
+                vec![
+                    IpAddr::from([198, 18, 0, 10 + i as u8]),
+                    format!("2001:2::{}", 10 + i).parse().expect("address"),
+                ]
+            },
+            |_| None,
+        )
     }
 
     #[test]
     fn placeholders_become_pod_ips() {
         let w = world();
-        let s = parse("name: t\nsteps:\n- name: \"${x/b}\"\n", "t.yaml", &w).expect("parse");
-        assert_eq!(s.steps[0].name, "198.18.0.11");
+        let s = parse(
+            "name: t\nsteps:\n- name: \"${x/b} ${x/b/ipv6}\"\n  probes: [{port: 80, ipFamily: IPv6}]\n",
+            "t.yaml",
+            &w,
+        )
+        .expect("parse");
+        assert_eq!(s.steps[0].name, "198.18.0.11 2001:2::11");
+        assert_eq!(s.steps[0].probes[0].to_string(), "TCP/80/IPv6");
+        assert!(matches!(
+            parse("name: t\nsteps: []\n# ${x/a/ipv7}\n", "t.yaml", &w),
+            Err(ScenarioError::Placeholder { .. })
+        ));
         assert!(matches!(
             parse("name: t\nsteps: []\n# ${q/a}\n", "t.yaml", &w),
             Err(ScenarioError::Placeholder { .. })
@@ -488,6 +554,7 @@ mod tests {
             &Probe {
                 protocol: "TCP".into(),
                 port: 80,
+                ip_family: IpFamily::IPv6,
             },
         );
         assert!(t.cells.iter().flatten().all(|c| c.is_none_or(|v| v)));

@@ -9,7 +9,7 @@
 //!   - namespace: x
 //!     name: a
 //!     labels: { pod: a }
-//!     ip: 198.18.0.10
+//!     ip: 198.18.0.10           # or ips: [198.18.0.10, "2001:2::10"] (dual-stack)
 //!     interface: plh1a2b3c      # host-side veth; found from routes when absent
 //!     ports: [{ name: serve-80-tcp, port: 80, protocol: TCP }]
 //! policies:                     # networking.k8s.io/v1 NetworkPolicy objects
@@ -18,7 +18,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
@@ -75,14 +75,67 @@ pub struct Pod {
     /// Labels.
     #[serde(default)]
     pub labels: Labels,
-    /// Pod IPv4 address.
-    pub ip: Ipv4Addr,
+    /// Pod addresses (`status.podIPs`): one of each family at most. The file
+    /// takes `ip: ADDR` or `ips: [ADDR, ...]`.
+    #[serde(alias = "ip", deserialize_with = "one_or_many")]
+    pub ips: Vec<IpAddr>,
     /// Host-side interface, when the pod is local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     /// Named container ports.
     #[serde(default)]
     pub ports: Vec<NamedPort>,
+}
+
+impl Pod {
+    /// The pod's IPv4 address, if it has one.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The pod's IPv6 address, if it has one.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// Whether `ip` is one of the pod's addresses.
+    pub fn has_ip(&self, ip: IpAddr) -> bool {
+        self.ips.contains(&ip)
+    }
+}
+
+/// One address or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<IpAddr>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an IP address or a list of IP addresses")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.trim()
+                .parse()
+                .map(|ip| vec![ip])
+                .map_err(|_| E::custom(format!("invalid IP address {v:?}")))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(ip) = seq.next_element::<IpAddr>()? {
+                out.push(ip);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// Everything the compiler and the reference evaluator look at.
@@ -117,6 +170,18 @@ pub enum WorldError {
         path: String,
         /// I/O error.
         source: std::io::Error,
+    },
+    /// A pod has no address, or two of one family.
+    #[error(
+        "pod {namespace}/{pod} has addresses {ips:?}: give one or two, at most one IPv4 and one IPv6 (as status.podIPs)"
+    )]
+    PodIps {
+        /// Namespace.
+        namespace: String,
+        /// Pod.
+        pod: String,
+        /// Its addresses.
+        ips: Vec<IpAddr>,
     },
     /// A pod refers to a namespace the world lacks.
     #[error("pod {namespace}/{pod} is in namespace {namespace}, which the world does not list")]
@@ -158,6 +223,15 @@ impl World {
                     pod: p.name.clone(),
                 });
             }
+            let v4 = p.ips.iter().filter(|ip| ip.is_ipv4()).count();
+            let v6 = p.ips.len() - v4;
+            if p.ips.is_empty() || v4 > 1 || v6 > 1 {
+                return Err(WorldError::PodIps {
+                    namespace: p.namespace.clone(),
+                    pod: p.name.clone(),
+                    ips: p.ips.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -167,8 +241,45 @@ impl World {
         self.namespaces.iter().find(|n| n.name == name)
     }
 
+    /// The pod with address `ip`.
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.has_ip(ip))
+    }
+
     /// The pod `namespace/name`.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
         self.pods.iter().find(|p| p.namespace == namespace && p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_take_one_address_or_one_of_each_family() {
+        let w = World::from_yaml(
+            "namespaces: [{name: x}]\npods:\n  - {namespace: x, name: a, ip: 198.18.0.10}\n  - {namespace: x, name: b, ips: [198.18.0.11, \"2001:2::11\"]}\n  - {namespace: x, name: c, ip: \"2001:2::12\"}\n",
+            "w.yaml",
+        )
+        .expect("valid world");
+        assert_eq!(w.pods[0].ipv4(), Some(Ipv4Addr::new(198, 18, 0, 10)));
+        assert_eq!(w.pods[0].ipv6(), None);
+        assert_eq!(w.pods[1].ipv6(), Some("2001:2::11".parse().expect("address")));
+        assert_eq!(w.pods[2].ipv4(), None);
+        assert_eq!(
+            w.pod_by_ip("2001:2::11".parse().expect("address"))
+                .map(|p| p.name.as_str()),
+            Some("b")
+        );
+        for bad in [
+            "ips: []",
+            "ips: [198.18.0.1, 198.18.0.2]",
+            "ips: [\"2001:2::1\", \"2001:2::2\"]",
+            "ip: nonsense",
+        ] {
+            let text = format!("namespaces: [{{name: x}}]\npods: [{{namespace: x, name: a, {bad}}}]\n");
+            assert!(World::from_yaml(&text, "w.yaml").is_err(), "{bad} must be refused");
+        }
     }
 }

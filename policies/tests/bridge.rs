@@ -47,7 +47,7 @@ fn pods_on_a_bridge_get_their_ports_as_interfaces_and_policy_is_enforced_between
             namespace: "x".into(),
             name: format!("p{i}"),
             labels: [("pod".to_owned(), format!("p{i}"))].into(),
-            ip: p.ip,
+            ips: p.ips(),
             interface: None,
             ports: Vec::new(),
         });
@@ -86,5 +86,70 @@ fn pods_on_a_bridge_get_their_ports_as_interfaces_and_policy_is_enforced_between
     assert!(net.connect(2, 0, 80).is_err(), "p2 -> p0 denied");
     assert!(net.connect(0, 2, 80).is_ok(), "p0 -> p2: p2 is not selected");
     assert!(net.connect(2, 1, 80).is_ok(), "p2 -> p1: p1 is not selected");
+    dp.teardown().expect("teardown");
+}
+
+#[test]
+fn ipv6_pods_on_a_bridge_are_found_from_the_ipv6_neighbor_table() {
+    netns::ensure_bpffs().expect("bpffs");
+    let mut net = TestNet::new_bridged_dual(3).expect("bridged test network");
+    net.serve(&[80], |i| format!("pod{i}")).expect("servers");
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", net.node));
+    let _pins = netns::PinDirGuard(pin_dir.clone());
+
+    // The node talks to each pod over IPv6 only: neighbor entries of that family.
+    for p in &net.pods {
+        let dst = SocketAddr::from((p.ip6.expect("IPv6"), 80));
+        netns::in_netns(&net.node, move || {
+            TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+        })
+        .expect("enter node")
+        .expect("node reaches the pod over IPv6");
+    }
+
+    // Pods known by their IPv6 address only: the ARP table cannot name them.
+    let mut world = World {
+        namespaces: vec![Namespace {
+            name: "x".into(),
+            labels: BTreeMap::new(),
+        }],
+        ..World::default()
+    };
+    for (i, p) in net.pods.iter().enumerate() {
+        world.pods.push(Pod {
+            namespace: "x".into(),
+            name: format!("p{i}"),
+            labels: [("pod".to_owned(), format!("p{i}"))].into(),
+            ips: vec![std::net::IpAddr::V6(p.ip6.expect("IPv6"))],
+            interface: None,
+            ports: Vec::new(),
+        });
+    }
+    world.policies.push(
+        serde_saphyr::from_str(
+            "metadata: {name: only-p1, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: p0}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: p1}}}]}]",
+        )
+        .expect("policy"),
+    );
+    let (world, dp) = netns::in_netns(&net.node, move || {
+        let mut world = world;
+        resolve_local_interfaces(&mut world);
+        let mut dp = Datapath::load(&Config {
+            pin_dir,
+            ..Config::default()
+        })
+        .expect("load");
+        let report = dp.apply(&compile(&world, None)).expect("apply");
+        assert!(report.missing_interfaces.is_empty(), "{report:?}");
+        (world, dp)
+    })
+    .expect("enter node");
+    let found: Vec<Option<&str>> = world.pods.iter().map(|p| p.interface.as_deref()).collect();
+    let want: Vec<Option<&str>> = net.pods.iter().map(|p| Some(p.host_if.as_str())).collect();
+    assert_eq!(found, want, "each pod's bridge port");
+
+    assert!(net.connect6(1, 0, 80).is_ok(), "p1 -> p0 allowed by the policy");
+    assert!(net.connect6(2, 0, 80).is_err(), "p2 -> p0 denied");
+    assert!(net.connect6(0, 2, 80).is_ok(), "p0 -> p2: p2 is not selected");
     dp.teardown().expect("teardown");
 }

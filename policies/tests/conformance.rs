@@ -56,3 +56,8 @@ fn updates() {
 fn ipblock() {
     check("ipblock.yaml");
 }
+
+#[test]
+fn ipv6() {
+    check("ipv6.yaml");
+}

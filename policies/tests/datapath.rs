@@ -24,6 +24,7 @@ fn tcp80() -> Probe {
     Probe {
         protocol: "TCP".into(),
         port: 80,
+        ip_family: Default::default(),
     }
 }
 
@@ -204,7 +205,13 @@ fn flow_events_name_the_verdict_and_are_rate_limited_per_flow() {
     // One denied flow, sent 500 times through the real program.
     let ifindex =
         nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
-    let pkt = plinth_policies::testrun::ipv4_packet(m.world.pods[yb].ip, m.world.pods[xa].ip, 6, 41000, 80);
+    let pkt = plinth_policies::testrun::ipv4_packet(
+        m.world.pods[yb].ipv4().expect("IPv4"),
+        m.world.pods[xa].ipv4().expect("IPv4"),
+        6,
+        41000,
+        80,
+    );
     let prog: &aya::programs::SchedClassifier = dp
         .ebpf()
         .program("plinth_to_pod")
@@ -228,7 +235,7 @@ fn flow_events_name_the_verdict_and_are_rate_limited_per_flow() {
     let e = ours[0];
     assert_eq!(e.verdict, VERDICT_DENIED);
     assert_eq!(e.reason, 16, "policy-denied");
-    assert_eq!(e.saddr, m.world.pods[yb].ip.octets());
+    assert_eq!(e.source(), std::net::IpAddr::V4(m.world.pods[yb].ipv4().expect("IPv4")));
     assert_eq!(u16::from_be(e.dport), 80);
 
     // Counters: 500 drops under PLINTH_DROP_POLICY.
@@ -250,7 +257,10 @@ fn a_syn_on_a_known_tuple_is_decided_by_the_rules_in_force() {
     let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
     let ifindex =
         nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
-    let (src, dst) = (m.world.pods[yb].ip, m.world.pods[xa].ip);
+    let (src, dst) = (
+        m.world.pods[yb].ipv4().expect("IPv4"),
+        m.world.pods[xa].ipv4().expect("IPv4"),
+    );
     let syn = testrun::ipv4_packet_flags(src, dst, 6, 42000, 80, TCP_SYN);
     let ack = testrun::ipv4_packet_flags(src, dst, 6, 42000, 80, TCP_ACK);
     let run = |m: &mut Model, pkt: &[u8]| {
@@ -327,13 +337,13 @@ fn mixed_state_worlds(m: &mut Model, ports: u16) -> (Vec<NetworkPolicy>, Vec<Net
     let (xa, yb) = (pod(m, "x", "a"), pod(m, "y", "b"));
     let ifindex =
         nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
-    let dst = m.world.pods[xa].ip;
+    let dst = m.world.pods[xa].ipv4().expect("IPv4");
     let probes = ["y/a", "y/b", "y/c", "z/a"]
         .iter()
         .enumerate()
         .map(|(i, name)| {
             let (ns, p) = name.split_once('/').expect("ns/pod");
-            let src = m.world.pods[pod(m, ns, p)].ip;
+            let src = m.world.pods[pod(m, ns, p)].ipv4().expect("IPv4");
             let sport = 43000 + i as u16;
             (
                 name.to_string(),
@@ -520,7 +530,10 @@ fn expired_conntrack_entries_are_collected_by_the_agent_and_live_ones_kept() {
     let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
     let ifindex =
         nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
-    let (src, dst) = (m.world.pods[yb].ip, m.world.pods[xa].ip);
+    let (src, dst) = (
+        m.world.pods[yb].ipv4().expect("IPv4"),
+        m.world.pods[xa].ipv4().expect("IPv4"),
+    );
     // A TCP flow (lifetime 1 s) and a UDP flow (1 h).
     let tcp = testrun::ipv4_packet_flags(src, dst, 6, 43000, 80, TCP_SYN);
     let udp = testrun::ipv4_packet(src, dst, 17, 43001, 80);
@@ -548,20 +561,20 @@ fn expired_conntrack_entries_are_collected_by_the_agent_and_live_ones_kept() {
 
     // Both live: nothing collected.
     let dp = m.datapath.as_mut().expect("datapath");
-    let r = dp.ct_gc().expect("gc");
+    let r = dp.ct_gc().expect("gc").ct4;
     assert_eq!((r.scanned, r.deleted), (2, 0), "{r:?}");
     assert_eq!(r.capacity, 262_144);
 
     // The TCP entry expires after 1 s and goes; the UDP entry stays.
     std::thread::sleep(Duration::from_millis(1100));
-    let r = m.datapath.as_mut().expect("datapath").ct_gc().expect("gc");
+    let r = m.datapath.as_mut().expect("datapath").ct_gc().expect("gc").ct4;
     assert_eq!((r.scanned, r.deleted), (2, 1), "{r:?}");
     assert!(!present(&mut m, &tcp_key), "expired TCP entry collected");
     assert!(present(&mut m, &udp_key), "live UDP entry kept");
 
     // An hour later by the collector's clock, the UDP entry goes too.
     let later = monotonic_ns() + 3_601_000_000_000;
-    let r = m.datapath.as_mut().expect("datapath").ct_gc_at(later).expect("gc");
+    let r = m.datapath.as_mut().expect("datapath").ct_gc_at(later).expect("gc").ct4;
     assert_eq!((r.scanned, r.deleted, r.remaining()), (1, 1, 0), "{r:?}");
 }
 
@@ -592,7 +605,10 @@ fn a_full_conntrack_table_still_decides_new_flows_with_a_counter_and_an_untracke
 
     // Ten allowed flows into a table of four: all pass (decided by the
     // rules), the ones that find no room are counted and flagged.
-    let (src, dst) = (m.world.pods[yb].ip, m.world.pods[xa].ip);
+    let (src, dst) = (
+        m.world.pods[yb].ipv4().expect("IPv4"),
+        m.world.pods[xa].ipv4().expect("IPv4"),
+    );
     for i in 0..10 {
         let pkt = testrun::ipv4_packet(src, dst, 6, 44000 + i, 80);
         assert_eq!(
@@ -604,7 +620,7 @@ fn a_full_conntrack_table_still_decides_new_flows_with_a_counter_and_an_untracke
     let full = metric(&mut m, CT_FULL);
     assert!(full >= 6, "ct-full counted for the flows without room: {full}");
     // Still enforced: a peer the policy does not allow is denied.
-    let denied = testrun::ipv4_packet(m.world.pods[zc].ip, dst, 6, 44100, 80);
+    let denied = testrun::ipv4_packet(m.world.pods[zc].ipv4().expect("IPv4"), dst, 6, 44100, 80);
     assert_eq!(
         run_to_pod(&mut m, ifindex, &denied),
         TC_ACT_SHOT,
@@ -630,7 +646,7 @@ fn a_full_conntrack_table_still_decides_new_flows_with_a_counter_and_an_untracke
 
     // Collected (as if hours later), the table takes new flows again.
     let later = plinth_policies::load::ct_gc::monotonic_ns() + 7 * 3600 * 1_000_000_000;
-    let r = m.datapath.as_mut().expect("datapath").ct_gc_at(later).expect("gc");
+    let r = m.datapath.as_mut().expect("datapath").ct_gc_at(later).expect("gc").ct4;
     assert_eq!((r.scanned, r.deleted, r.capacity), (4, 4, 4), "{r:?}");
     let pkt = testrun::ipv4_packet(src, dst, 6, 44200, 80);
     assert_eq!(run_to_pod(&mut m, ifindex, &pkt), TC_ACT_OK);

@@ -10,7 +10,7 @@
     reason = "tests: a failure stops the test with its message"
 )]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -35,7 +35,7 @@ fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("object")
 }
 
-async fn create_pod(api: &Api<Pod>, name: &str, app: &str, node: &str, ip: Ipv4Addr) {
+async fn create_pod(api: &Api<Pod>, name: &str, app: &str, node: &str, ips: &[IpAddr]) {
     let pod: Pod = obj(json!({
         "metadata": {"name": name, "labels": {"app": app}},
         "spec": {
@@ -45,13 +45,13 @@ async fn create_pod(api: &Api<Pod>, name: &str, app: &str, node: &str, ip: Ipv4A
         }
     }));
     api.create(&PostParams::default(), &pod).await.expect("create pod");
-    // No kubelet here: the pod's IP is set as the kubelet would.
+    // No kubelet here: the pod's IPs are set as the kubelet would.
+    let pod_ips: Vec<serde_json::Value> = ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
+    let first = ips.first().map(ToString::to_string).unwrap_or_default();
     api.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(
-            json!({"status": {"phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}]}}),
-        ),
+        &Patch::Merge(json!({"status": {"phase": "Running", "podIP": first, "podIPs": pod_ips}})),
     )
     .await
     .expect("set pod IP");
@@ -82,13 +82,13 @@ async fn world_where(
     .await;
 }
 
-/// Whether the compiled world lets the /32 of `peer` into the endpoint on `ifname` on TCP `port`.
-fn allows(w: &World, ifname: &str, peer: Ipv4Addr, port: u16) -> bool {
+/// Whether the compiled world lets the host prefix of `peer` into the endpoint on `ifname` on TCP `port`.
+fn allows(w: &World, ifname: &str, peer: IpAddr, port: u16) -> bool {
     let c = compile(w, None);
     let Some(ep) = c.endpoints.get(ifname) else {
         return false;
     };
-    let Some(id) = c.identities.ipcache.get(&Prefix::new(peer, 32)) else {
+    let Some(id) = c.identities.ipcache.get(&Prefix::host(peer)) else {
         return false;
     };
     c.policy
@@ -145,7 +145,7 @@ impl AgentIdentity {
 
 /// The agent's interface lookup ([`plinth_policies::agent::local_interfaces`]) run in the node namespace `node`
 /// of a test network: its routes, neighbor table and bridges.
-fn in_node(node: String) -> impl Fn(&[Ipv4Addr]) -> Vec<Option<String>> {
+fn in_node(node: String) -> impl Fn(&[IpAddr]) -> Vec<Option<String>> {
     move |ips| {
         let ips = ips.to_vec();
         netns::in_netns(&node, move || local_interfaces(&ips)).expect("enter the node namespace")
@@ -165,12 +165,15 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
 
     // Two local pods with /32 routes in the node namespace of a test network, one pod on another node.
     let net = TestNet::new(2).expect("test network");
-    let (ip_a, ip_b, ip_c) = (net.pods[0].ip, net.pods[1].ip, Ipv4Addr::new(198, 19, 7, 7));
+    // a is dual-stack, b IPv6 only (found by its /128 route), c IPv4 on another node.
+    let ip_a = net.pods[0].ips();
+    let ip_b = vec![IpAddr::V6(net.pods[1].ip6.expect("IPv6 test network"))];
+    let ip_c = vec![IpAddr::V4(Ipv4Addr::new(198, 19, 7, 7))];
     let xpods: Api<Pod> = Api::namespaced(admin.clone(), &xn);
     let ypods: Api<Pod> = Api::namespaced(admin.clone(), &yn);
-    create_pod(&xpods, "a", "a", NODE, ip_a).await;
-    create_pod(&xpods, "b", "b", NODE, ip_b).await;
-    create_pod(&ypods, "c", "c", "node-2", ip_c).await;
+    create_pod(&xpods, "a", "a", NODE, &ip_a).await;
+    create_pod(&xpods, "b", "b", NODE, &ip_b).await;
+    create_pod(&ypods, "c", "c", "node-2", &ip_c).await;
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
         .patch(
@@ -216,11 +219,17 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
     .await;
     let w = ours(&rx.borrow().clone().expect("world"), &scope);
     let pod = |name: &str| w.pods.iter().find(|p| p.name == name).expect("pod in world").clone();
-    assert_eq!((pod("a").ip, pod("a").interface.as_deref()), (ip_a, Some("plh0")));
-    assert_eq!((pod("b").ip, pod("b").interface.as_deref()), (ip_b, Some("plh1")));
     assert_eq!(
-        (pod("c").ip, pod("c").interface),
-        (ip_c, None),
+        (pod("a").ips, pod("a").interface.as_deref()),
+        (ip_a.clone(), Some("plh0"))
+    );
+    assert_eq!(
+        (pod("b").ips, pod("b").interface.as_deref()),
+        (ip_b.clone(), Some("plh1"))
+    );
+    assert_eq!(
+        (pod("c").ips, pod("c").interface),
+        (ip_c.clone(), None),
         "a pod on another node has no endpoint"
     );
     assert_eq!(
@@ -237,8 +246,8 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
         EP_ENFORCE_INGRESS
     );
     assert_eq!(c.endpoints["plh1"].flags & (EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS), 0);
-    assert!(allows(&w, "plh0", ip_c, 8080), "y/c -> x/a:8080 allowed");
-    assert!(!allows(&w, "plh0", ip_b, 8080), "x/b -> x/a:8080 denied");
+    assert!(allows(&w, "plh0", ip_c[0], 8080), "y/c -> x/a:8080 allowed");
+    assert!(!allows(&w, "plh0", ip_b[0], 8080), "x/b -> x/a:8080 denied");
 
     // The namespace loses its label: y/c no longer matches.
     namespaces
@@ -250,7 +259,7 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
         .await
         .expect("unlabel namespace y");
     world_where(&rx, &scope, "namespace y without team=blue", |w| {
-        !allows(w, "plh0", ip_c, 8080)
+        !allows(w, "plh0", ip_c[0], 8080)
     })
     .await;
 
@@ -263,7 +272,7 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
         )
         .await
         .expect("label namespace y again");
-    world_where(&rx, &scope, "y/c allowed again", |w| allows(w, "plh0", ip_c, 8080)).await;
+    world_where(&rx, &scope, "y/c allowed again", |w| allows(w, "plh0", ip_c[0], 8080)).await;
     ypods
         .patch(
             "c",
@@ -276,7 +285,7 @@ async fn kube_source_follows_pods_namespaces_and_policies_with_the_agent_rbac() 
         w.pods
             .iter()
             .any(|p| p.name == "c" && p.labels.get("app").map(String::as_str) == Some("d"))
-            && !allows(w, "plh0", ip_c, 8080)
+            && !allows(w, "plh0", ip_c[0], 8080)
     })
     .await;
 
@@ -330,7 +339,7 @@ async fn kube_source_finds_pods_on_a_bridge_and_their_policy_is_enforced() {
     }
     let pods: Api<Pod> = Api::namespaced(admin.clone(), &xn);
     for (i, p) in net.pods.iter().enumerate() {
-        create_pod(&pods, &format!("p{i}"), &format!("p{i}"), NODE, p.ip).await;
+        create_pod(&pods, &format!("p{i}"), &format!("p{i}"), NODE, &[IpAddr::V4(p.ip)]).await;
     }
     // p0 accepts only p1.
     Api::<NetworkPolicy>::namespaced(admin.clone(), &xn)

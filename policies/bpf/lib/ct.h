@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Conntrack lookups and inserts. */
+/* Conntrack lookups and inserts, IPv4 (plinth_ct4) and IPv6 (plinth_ct6). */
 #ifndef __PLINTH_CT_H
 #define __PLINTH_CT_H
 
@@ -117,6 +117,69 @@ static __always_inline long ct_create(const struct plinth_ct_key *key, struct pl
 		return PLINTH_CT_REWRITTEN;
 	}
 	err = bpf_map_update_elem(&plinth_ct4, key, &v, BPF_NOEXIST);
+	if (err == -17 /* EEXIST */)
+		return PLINTH_CT_CREATED;
+	return err;
+}
+
+/**
+ * ct_lookup6 - ct_lookup for IPv6 (plinth_ct6)
+ * @key: the packet's tuple for its endpoint and direction
+ * @tcp_flags: TCP flags (0 for other protocols)
+ * @now: bpf_ktime_get_ns()
+ * @fwd: as ct_lookup
+ *
+ * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
+ */
+static __always_inline int ct_lookup6(const struct plinth_ct6_key *key, __u8 tcp_flags, __u64 now,
+				      struct plinth_ct_value **fwd)
+{
+	struct plinth_ct6_key rev;
+	struct plinth_ct_value *v;
+	int syn = (tcp_flags & (PLINTH_TCP_SYN | PLINTH_TCP_ACK)) == PLINTH_TCP_SYN;
+
+	v = bpf_map_lookup_elem(&plinth_ct6, key);
+	*fwd = v;
+	if (v && !syn && __ct_hit(v, key->proto, tcp_flags, now))
+		return PLINTH_CT_ESTABLISHED;
+
+	rev.ep_id = key->ep_id;
+	__builtin_memcpy(rev.saddr, key->daddr, 16);
+	__builtin_memcpy(rev.daddr, key->saddr, 16);
+	rev.sport = key->dport;
+	rev.dport = key->sport;
+	rev.proto = key->proto;
+	rev.dir = key->dir == PLINTH_DIR_INGRESS ? PLINTH_DIR_EGRESS : PLINTH_DIR_INGRESS;
+	rev.pad = 0;
+	v = bpf_map_lookup_elem(&plinth_ct6, &rev);
+	if (v && __ct_hit(v, key->proto, tcp_flags, now))
+		return PLINTH_CT_REPLY;
+	return PLINTH_CT_NEW;
+}
+
+/**
+ * ct_create6 - ct_create for IPv6 (plinth_ct6); arguments and return values
+ * as ct_create
+ */
+static __always_inline long ct_create6(const struct plinth_ct6_key *key,
+				       struct plinth_ct_value *fwd, __u32 policy_id, __u16 rule,
+				       __u64 now)
+{
+	struct plinth_ct_value v = {
+		.expires_ns = now + __ct_lifetime(key->proto),
+		.last_event_ns = now,
+		.policy_id = policy_id,
+		.rule = rule,
+	};
+	long err;
+
+	if (fwd) {
+		fwd->expires_ns = v.expires_ns;
+		fwd->policy_id = policy_id;
+		fwd->rule = rule;
+		return PLINTH_CT_REWRITTEN;
+	}
+	err = bpf_map_update_elem(&plinth_ct6, key, &v, BPF_NOEXIST);
 	if (err == -17 /* EEXIST */)
 		return PLINTH_CT_CREATED;
 	return err;

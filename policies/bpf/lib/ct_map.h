@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Conntrack map. */
+/* Conntrack maps, one per address family. */
 #ifndef __PLINTH_CT_MAP_H
 #define __PLINTH_CT_MAP_H
 
@@ -22,5 +22,17 @@ struct {
 	__uint(max_entries, PLINTH_CT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } plinth_ct4 SEC(".maps");
+
+#define PLINTH_CT6_MAX 262144
+
+/* Allowed IPv6 flows, as plinth_ct4 (the same lifetimes, collection by the
+ * agent, and behaviour when full). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct plinth_ct6_key);
+	__type(value, struct plinth_ct_value);
+	__uint(max_entries, PLINTH_CT6_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} plinth_ct6 SEC(".maps");
 
 #endif

@@ -11,12 +11,13 @@
 #define PLINTH_REASON_ALLOW_REPLY 4       /* conntrack hit, reply direction */
 #define PLINTH_REASON_PASS_UNMANAGED 5    /* retired: unknown endpoints fail closed */
 #define PLINTH_REASON_PASS_NON_IP 6       /* ARP and other non-IP frames */
+#define PLINTH_REASON_PASS_ICMP6_ND 7     /* IPv6 neighbour discovery and MLD (icmp6.h) */
 
 #define PLINTH_DROP_POLICY 16       /* selected endpoint, no rule allows */
 #define PLINTH_DROP_FAIL_CLOSED 17  /* a map for this endpoint is full */
-#define PLINTH_DROP_UNSUPPORTED_L3 18 /* IPv6 to or from a selected endpoint */
-#define PLINTH_DROP_FRAGMENT 19     /* non-first IPv4 fragment without state */
-#define PLINTH_DROP_MALFORMED 20    /* truncated headers */
+#define PLINTH_DROP_UNSUPPORTED_L3 18 /* retired: IPv6 is enforced like IPv4 */
+#define PLINTH_DROP_FRAGMENT 19     /* non-first IPv4 or IPv6 fragment without state */
+#define PLINTH_DROP_MALFORMED 20    /* truncated headers, too many IPv6 extension headers */
 
 #define PLINTH_ERR_CT_INSERT 32     /* conntrack insert failed, other than full */
 #define PLINTH_ERR_EVENTS_LOST 33   /* ring buffer full */

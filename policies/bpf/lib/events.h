@@ -29,6 +29,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } plinth_evrl SEC(".maps");
 
+/* IPv6 counterpart of plinth_evrl. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct plinth_ct6_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} plinth_evrl6 SEC(".maps");
+
 /**
  * metric_add - count a packet under a reason
  * @reason: a PLINTH_REASON_, PLINTH_DROP_ or PLINTH_ERR_ code
@@ -42,6 +51,31 @@ static __always_inline void metric_add(__u32 reason, __u32 len)
 		c->packets++;
 		c->bytes += len;
 	}
+}
+
+/* Everything of an event but the addresses, then submit it. */
+static __always_inline void __event_submit(struct plinth_flow_event *e, __u32 ep_id, __be16 sport,
+					   __be16 dport, __u8 proto, __u8 dir, __u8 family,
+					   __u32 ifindex, __u32 peer_id, __u32 policy_id,
+					   __u16 rule, __u8 verdict, __u8 reason, __u8 flags,
+					   __u64 now)
+{
+	e->ts_ns = now;
+	e->sport = sport;
+	e->dport = dport;
+	e->ep_id = ep_id;
+	e->ifindex = ifindex;
+	e->peer_id = peer_id;
+	e->policy_id = policy_id;
+	e->rule = rule;
+	e->proto = proto;
+	e->dir = dir;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->flags = flags;
+	e->family = family;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
 }
 
 /**
@@ -66,23 +100,47 @@ static __always_inline void event_send(const struct plinth_ct_key *key, __u32 if
 		metric_add(PLINTH_ERR_EVENTS_LOST, 0);
 		return;
 	}
-	e->ts_ns = now;
-	e->saddr = key->saddr;
-	e->daddr = key->daddr;
-	e->sport = key->sport;
-	e->dport = key->dport;
-	e->ep_id = key->ep_id;
-	e->ifindex = ifindex;
-	e->peer_id = peer_id;
-	e->policy_id = policy_id;
-	e->rule = rule;
-	e->proto = key->proto;
-	e->dir = key->dir;
-	e->verdict = verdict;
-	e->reason = reason;
-	e->flags = flags;
-	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	bpf_ringbuf_submit(e, 0);
+	e->saddr[0] = key->saddr;
+	e->saddr[1] = 0;
+	e->saddr[2] = 0;
+	e->saddr[3] = 0;
+	e->daddr[0] = key->daddr;
+	e->daddr[1] = 0;
+	e->daddr[2] = 0;
+	e->daddr[3] = 0;
+	__event_submit(e, key->ep_id, key->sport, key->dport, key->proto, key->dir,
+		       PLINTH_FAMILY_IPV4, ifindex, peer_id, policy_id, rule, verdict, reason, flags,
+		       now);
+}
+
+/**
+ * event_send6 - event_send for an IPv6 flow; arguments as event_send
+ */
+static __always_inline void event_send6(const struct plinth_ct6_key *key, __u32 ifindex,
+					__u32 peer_id, __u32 policy_id, __u16 rule,
+					__u8 verdict, __u8 reason, __u8 flags, __u64 now)
+{
+	struct plinth_flow_event *e = bpf_ringbuf_reserve(&plinth_events, sizeof(*e), 0);
+
+	if (!e) {
+		metric_add(PLINTH_ERR_EVENTS_LOST, 0);
+		return;
+	}
+	__builtin_memcpy(e->saddr, key->saddr, 16);
+	__builtin_memcpy(e->daddr, key->daddr, 16);
+	__event_submit(e, key->ep_id, key->sport, key->dport, key->proto, key->dir,
+		       PLINTH_FAMILY_IPV6, ifindex, peer_id, policy_id, rule, verdict, reason, flags,
+		       now);
+}
+
+/* The rate limit of flows without a conntrack entry, given the time of the
+ * flow's last event in plinth_evrl or plinth_evrl6: records @now when due. */
+static __always_inline int __event_due(__u64 *last, __u64 now)
+{
+	if (now - *last < event_interval_ns)
+		return 0;
+	*last = now;
+	return 1;
 }
 
 /**
@@ -97,12 +155,8 @@ static __always_inline int event_due(const struct plinth_ct_key *key, __u64 now)
 {
 	__u64 *last = bpf_map_lookup_elem(&plinth_evrl, key);
 
-	if (last) {
-		if (now - *last < event_interval_ns)
-			return 0;
-		*last = now;
-		return 1;
-	}
+	if (last)
+		return __event_due(last, now);
 	bpf_map_update_elem(&plinth_evrl, key, &now, BPF_ANY);
 	return 1;
 }
@@ -117,6 +171,25 @@ static __always_inline void event_emit(const struct plinth_ct_key *key, __u32 if
 {
 	if (event_due(key, now))
 		event_send(key, ifindex, peer_id, policy_id, rule, verdict, reason, flags, now);
+}
+
+/**
+ * event_emit6 - event_emit for an IPv6 flow (plinth_evrl6); arguments as
+ * event_send
+ */
+static __always_inline void event_emit6(const struct plinth_ct6_key *key, __u32 ifindex,
+					__u32 peer_id, __u32 policy_id, __u16 rule,
+					__u8 verdict, __u8 reason, __u8 flags, __u64 now)
+{
+	__u64 *last = bpf_map_lookup_elem(&plinth_evrl6, key);
+
+	if (last) {
+		if (!__event_due(last, now))
+			return;
+	} else {
+		bpf_map_update_elem(&plinth_evrl6, key, &now, BPF_ANY);
+	}
+	event_send6(key, ifindex, peer_id, policy_id, rule, verdict, reason, flags, now);
 }
 
 #endif

@@ -12,6 +12,7 @@ struct plinth_gen_maps {
 	void *ipcache;
 	void *policy;
 	void *ranges;
+	__u32 slot; /* for the maps fetched later (gen_ipcache6) */
 };
 
 /**
@@ -34,9 +35,26 @@ static __always_inline int gen_maps(struct plinth_gen_maps *g)
 	g->ipcache = bpf_map_lookup_elem(&plinth_ipc_gen, &slot);
 	g->policy = bpf_map_lookup_elem(&plinth_pol_gen, &slot);
 	g->ranges = bpf_map_lookup_elem(&plinth_rng_gen, &slot);
+	g->slot = slot;
 	if (!g->endpts || !g->ipcache || !g->policy || !g->ranges)
 		return -1;
 	return 0;
+}
+
+/**
+ * gen_ipcache6 - the IPv6 ipcache of the generation @g belongs to
+ * @g: filled by gen_maps
+ *
+ * Fetched only for IPv6 packets, so IPv4 packets pay nothing for it; from the
+ * slot gen_maps read, so the packet stays within one generation.
+ *
+ * Returns: the inner map, or NULL when the slot has none (fail closed).
+ */
+static __always_inline void *gen_ipcache6(const struct plinth_gen_maps *g)
+{
+	__u32 slot = g->slot;
+
+	return bpf_map_lookup_elem(&plinth_ipc6_gen, &slot);
 }
 
 #endif

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Generations: the maps a policy change replaces as one.
  *
- * Endpoints, ipcache, policy and port ranges live in inner maps, two
+ * Endpoints, ipcache (IPv4 and IPv6), policy and port ranges live in inner maps, two
  * generations of each, in arrays of maps indexed by generation. plinth_gen
  * holds the active generation. The loader fills a whole new generation in
  * fresh inner maps, installs them in the inactive slot and then flips
@@ -51,6 +51,15 @@ struct plinth_ipcache_inner {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 };
 
+/* IPv6 pod /128s and ipBlock prefixes, as plinth_ipcache_inner. */
+struct plinth_ipcache6_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(key_size, sizeof(struct plinth_ipcache6_key));
+	__uint(value_size, sizeof(struct plinth_ipcache_value));
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
 /* Allowed (endpoint, peer identity, direction, protocol, port). */
 struct plinth_policy_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -86,6 +95,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct plinth_ipcache_inner);
 } plinth_ipc_gen SEC(".maps");
+
+/* IPv6 ipcache of each generation: fetched only for IPv6 packets, from the
+ * slot the packet read (gen.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, PLINTH_GENERATIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct plinth_ipcache6_inner);
+} plinth_ipc6_gen SEC(".maps");
 
 /* Exact and wildcard rules of each generation. */
 struct {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Header parsing: Ethernet, IPv4, and the ports of TCP, UDP and SCTP. */
+/* Header parsing: Ethernet, IPv4, and the ports of TCP, UDP and SCTP
+ * (IPv6: parse6.h). */
 #ifndef __PLINTH_PARSE_H
 #define __PLINTH_PARSE_H
 
@@ -35,7 +36,8 @@ struct plinth_tuple {
  * @skb: the packet
  * @t: filled for IPv4
  *
- * Returns: a PLINTH_L3_ code; @t is valid for PLINTH_L3_IPV4 only.
+ * Returns: a PLINTH_L3_ code; @t is valid for PLINTH_L3_IPV4 only. For
+ * PLINTH_L3_IPV6 (the EtherType alone) parse_ipv6 reads the packet.
  */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct plinth_tuple *t)
 {

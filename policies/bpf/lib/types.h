@@ -38,7 +38,14 @@ struct plinth_ipcache_key {
 	__be32 addr;
 };
 
-/* ipcache value: 0 identity 4 flags (reserved, 0); 8 bytes. */
+/* IPv6 ipcache LPM key: 0 prefixlen(u32) 4 addr(16 bytes, network order);
+ * 20 bytes. */
+struct plinth_ipcache6_key {
+	__u32 prefixlen;
+	__be32 addr[4];
+};
+
+/* ipcache value (both families): 0 identity 4 flags (reserved, 0); 8 bytes. */
 struct plinth_ipcache_value {
 	__u32 identity;
 	__u32 flags;
@@ -94,7 +101,21 @@ struct plinth_ct_key {
 	__u16 pad;
 };
 
-/* conntrack value (plinth_ct4; the retired plinth_ct had 16 bytes without
+/* IPv6 conntrack key (plinth_ct6), as plinth_ct_key with 16-byte addresses:
+ * 0 ep_id 4 saddr 20 daddr 36 sport 38 dport 40 proto 41 dir 42 pad;
+ * 44 bytes. */
+struct plinth_ct6_key {
+	__u32 ep_id;
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad;
+};
+
+/* conntrack value (plinth_ct4 and plinth_ct6; the retired plinth_ct had 16 bytes without
  * last_event_ns): 0 expires_ns 8 last_event_ns 16 policy_id 20 rule 22 flags
  * 23 pad; 24 bytes. */
 struct plinth_ct_value {
@@ -115,14 +136,19 @@ struct plinth_counter {
 /* Flow event flags. */
 #define PLINTH_EVENT_UNTRACKED (1U << 0) /* allowed, but conntrack is full */
 
-/* ring buffer flow event:
- * 0 ts_ns 8 saddr 12 daddr 16 sport 18 dport 20 ep_id 24 ifindex
- * 28 peer_id 32 policy_id 36 rule 38 proto 39 dir 40 verdict 41 reason
- * 42 flags 43 pad; 48 bytes. */
+/* Address family of a flow event. */
+#define PLINTH_FAMILY_IPV4 4
+#define PLINTH_FAMILY_IPV6 6
+
+/* ring buffer flow event, either family (the 48-byte IPv4-only layout is
+ * retired): 0 ts_ns 8 saddr 24 daddr 40 sport 42 dport 44 ep_id 48 ifindex
+ * 52 peer_id 56 policy_id 60 rule 62 proto 63 dir 64 verdict 65 reason
+ * 66 flags 67 family 68 pad; 72 bytes. An IPv4 address fills the first 4
+ * bytes of its 16, the rest is 0. */
 struct plinth_flow_event {
 	__u64 ts_ns;
-	__be32 saddr;
-	__be32 daddr;
+	__be32 saddr[4];
+	__be32 daddr[4];
 	__be16 sport;
 	__be16 dport;
 	__u32 ep_id;
@@ -135,7 +161,8 @@ struct plinth_flow_event {
 	__u8 verdict;
 	__u8 reason;
 	__u8 flags;
-	__u8 pad[5];
+	__u8 family; /* PLINTH_FAMILY_ */
+	__u8 pad[4];
 };
 
 #endif

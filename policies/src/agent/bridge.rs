@@ -4,7 +4,8 @@
 //! the node one route for the whole pod subnet on the bridge, not a /32 per
 //! pod, so [`super::routes::interface_for`] finds nothing. There, the pod's
 //! address resolves to its MAC in the node's neighbor table
-//! (`/proc/net/arp`, on the bridge), and the bridge's forwarding database
+//! (`/proc/net/arp` for IPv4; for IPv6 an `AF_INET6` neighbor dump over
+//! rtnetlink, as there is no procfs table), and the bridge's forwarding database
 //! (an `AF_BRIDGE` neighbor dump over rtnetlink) names the port, the pod's
 //! host-side veth, where that MAC was learned. Both are read in the calling
 //! thread's network namespace. A pod the node never exchanged a packet with
@@ -16,7 +17,7 @@
     reason = "a netlink socket address for socket2, and bytes recv initialised"
 )]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -64,9 +65,34 @@ const NLMSG_DONE: u16 = 3;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
 const NDMSG: usize = 12;
+const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NDA_MASTER: u16 = 9;
 const AF_BRIDGE: u8 = 7;
+const AF_INET6: u8 = 10;
+/// Neighbor states with a usable MAC: reachable, stale, delay, probe, permanent.
+const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
+
+/// One entry of the IPv6 neighbor table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbor6 {
+    /// The device the neighbor is on (for a bridged pod, the bridge).
+    pub ifindex: u32,
+    /// Its address.
+    pub ip: Ipv6Addr,
+    /// Its MAC.
+    pub mac: Mac,
+    /// `NUD_*` state.
+    pub state: u16,
+}
+
+/// The MAC and device of a usable IPv6 neighbor entry for `ip`.
+pub fn neighbor6_entry(table: &[Neighbor6], ip: Ipv6Addr) -> Option<(Mac, u32)> {
+    table
+        .iter()
+        .find(|n| n.ip == ip && n.state & NUD_VALID != 0)
+        .map(|n| (n.mac, n.ifindex))
+}
 
 fn align4(n: usize) -> usize {
     (n + 3) & !3
@@ -75,6 +101,39 @@ fn align4(n: usize) -> usize {
 /// Parses one buffer of an rtnetlink `RTM_GETNEIGH` dump: its forwarding
 /// entries, and whether the dump ended (`NLMSG_DONE`, or an error).
 pub fn parse_fdb(buf: &[u8], out: &mut Vec<FdbEntry>) -> bool {
+    parse_neigh(buf, AF_BRIDGE, |ifindex, _state, attrs| {
+        if let (Some(mac), master) = (attrs.mac, attrs.master) {
+            out.push(FdbEntry { ifindex, master, mac });
+        }
+    })
+}
+
+/// Parses one buffer of an rtnetlink `AF_INET6` `RTM_GETNEIGH` dump: its
+/// entries with an address and a MAC, and whether the dump ended.
+pub fn parse_neighbors6(buf: &[u8], out: &mut Vec<Neighbor6>) -> bool {
+    parse_neigh(buf, AF_INET6, |ifindex, state, attrs| {
+        if let (Some(mac), Some(ip)) = (attrs.mac, attrs.dst) {
+            out.push(Neighbor6 {
+                ifindex,
+                ip,
+                mac,
+                state,
+            });
+        }
+    })
+}
+
+/// The attributes of a neighbor message this module reads.
+#[derive(Default)]
+struct NeighAttrs {
+    mac: Option<Mac>,
+    master: Option<u32>,
+    dst: Option<Ipv6Addr>,
+}
+
+/// Walks the `RTM_NEWNEIGH` messages of `family` in one dump buffer, calling
+/// `each(ifindex, state, attributes)`; whether the dump ended.
+fn parse_neigh(buf: &[u8], family: u8, mut each: impl FnMut(u32, u16, NeighAttrs)) -> bool {
     let u16n = |b: &[u8], o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
     let u32n = |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let mut off = 0;
@@ -86,9 +145,10 @@ pub fn parse_fdb(buf: &[u8], out: &mut Vec<FdbEntry>) -> bool {
         let msg = &buf[off..off + len];
         match u16n(msg, 4) {
             NLMSG_DONE | NLMSG_ERROR => return true,
-            RTM_NEWNEIGH if len >= NLMSG_HDR + NDMSG && msg[NLMSG_HDR] == AF_BRIDGE => {
+            RTM_NEWNEIGH if len >= NLMSG_HDR + NDMSG && msg[NLMSG_HDR] == family => {
                 let ifindex = u32n(msg, NLMSG_HDR + 4);
-                let (mut mac, mut master) = (None, None);
+                let state = u16n(msg, NLMSG_HDR + 8);
+                let mut attrs = NeighAttrs::default();
                 let mut a = NLMSG_HDR + NDMSG;
                 while a + 4 <= len {
                     let alen = u16n(msg, a) as usize;
@@ -97,15 +157,16 @@ pub fn parse_fdb(buf: &[u8], out: &mut Vec<FdbEntry>) -> bool {
                     }
                     let data = &msg[a + 4..a + alen];
                     match u16n(msg, a + 2) {
-                        NDA_LLADDR if data.len() == 6 => mac = data.try_into().ok(),
-                        NDA_MASTER if data.len() == 4 => master = Some(u32n(data, 0)),
+                        NDA_LLADDR if data.len() == 6 => attrs.mac = data.try_into().ok(),
+                        NDA_MASTER if data.len() == 4 => attrs.master = Some(u32n(data, 0)),
+                        NDA_DST if data.len() == 16 => {
+                            attrs.dst = <[u8; 16]>::try_from(data).ok().map(Ipv6Addr::from);
+                        }
                         _ => {}
                     }
                     a += align4(alen);
                 }
-                if let Some(mac) = mac {
-                    out.push(FdbEntry { ifindex, master, mac });
-                }
+                each(ifindex, state, attrs);
             }
             _ => {}
         }
@@ -124,6 +185,21 @@ pub fn port_of(fdb: &[FdbEntry], bridge: u32, mac: &Mac) -> Option<u32> {
 
 /// Dumps the bridge forwarding databases of this thread's network namespace.
 pub fn dump_fdb() -> std::io::Result<Vec<FdbEntry>> {
+    let mut out = Vec::new();
+    dump_neigh(AF_BRIDGE, |b| parse_fdb(b, &mut out))?;
+    Ok(out)
+}
+
+/// Dumps the IPv6 neighbor table of this thread's network namespace.
+pub fn dump_neighbors6() -> std::io::Result<Vec<Neighbor6>> {
+    let mut out = Vec::new();
+    dump_neigh(AF_INET6, |b| parse_neighbors6(b, &mut out))?;
+    Ok(out)
+}
+
+/// Sends an `RTM_GETNEIGH` dump request for `family` and feeds each buffer
+/// of the answer to `parse` until it reports the end.
+fn dump_neigh(family: u8, mut parse: impl FnMut(&[u8]) -> bool) -> std::io::Result<()> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let s = Socket::new(
         Domain::from(libc::AF_NETLINK),
@@ -138,7 +214,7 @@ pub fn dump_fdb() -> std::io::Result<Vec<FdbEntry>> {
     req.extend_from_slice(&(0x1u16 | 0x300).to_ne_bytes());
     req.extend_from_slice(&1u32.to_ne_bytes()); // seq
     req.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
-    req.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
+    req.extend_from_slice(&[family, 0, 0, 0]);
     req.extend_from_slice(&[0u8; 8]); // ifindex 0 (all), state, flags, type
     // The kernel: a zeroed sockaddr_nl.
     // SAFETY: sockaddr_nl is plain data; an all-zero value addresses the kernel.
@@ -151,34 +227,49 @@ pub fn dump_fdb() -> std::io::Result<Vec<FdbEntry>> {
         })?
     };
     s.send_to(&req, &kernel)?;
-    let mut out = Vec::new();
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 65536];
     loop {
         let n = s.recv(&mut buf)?;
         // SAFETY: recv initialised the first n bytes.
         let bytes: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
-        if n == 0 || parse_fdb(&bytes, &mut out) {
-            return Ok(out);
+        if n == 0 || parse(&bytes) {
+            return Ok(());
         }
     }
 }
 
 /// The host-side interface of the pod with `ip` behind a bridge of this
 /// thread's network namespace, if the node has a neighbor entry for it.
-pub fn interface_for(ip: Ipv4Addr) -> Option<String> {
+pub fn interface_for(ip: IpAddr) -> Option<String> {
     interfaces_for(&[ip]).pop().flatten()
 }
 
-/// [`interface_for`] of each address, reading the neighbor table, the
-/// forwarding database and the interface names once for all of them (and
-/// not at all when no address has a neighbor entry on a bridge).
-pub fn interfaces_for(ips: &[Ipv4Addr]) -> Vec<Option<String>> {
-    let arp = std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
+/// [`interface_for`] of each address, reading the neighbor tables (the IPv6
+/// one only when an address is IPv6), the forwarding database and the
+/// interface names once for all of them (and not at all when no address has
+/// a neighbor entry on a bridge).
+pub fn interfaces_for(ips: &[IpAddr]) -> Vec<Option<String>> {
+    let arp = if ips.iter().any(IpAddr::is_ipv4) {
+        std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let ndp = if ips.iter().any(IpAddr::is_ipv6) {
+        dump_neighbors6().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the IPv6 neighbor table");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     let neighbors: Vec<Option<(Mac, u32)>> = ips
         .iter()
-        .map(|ip| {
-            let (mac, dev) = arp_entry(&arp, *ip)?;
-            Some((mac, nix::net::if_::if_nametoindex(dev.as_str()).ok()?))
+        .map(|ip| match ip {
+            IpAddr::V4(ip) => {
+                let (mac, dev) = arp_entry(&arp, *ip)?;
+                Some((mac, nix::net::if_::if_nametoindex(dev.as_str()).ok()?))
+            }
+            IpAddr::V6(ip) => neighbor6_entry(&ndp, *ip),
         })
         .collect();
     if neighbors.iter().all(Option::is_none) {
@@ -225,7 +316,23 @@ mod tests {
     }
 
     fn neigh_msg(ifindex: u32, mac: Mac, master: Option<u32>) -> Vec<u8> {
+        neigh_msg_of(AF_BRIDGE, ifindex, 0, None, mac, master)
+    }
+
+    fn neigh_msg_of(
+        family: u8,
+        ifindex: u32,
+        state: u16,
+        dst: Option<Ipv6Addr>,
+        mac: Mac,
+        master: Option<u32>,
+    ) -> Vec<u8> {
         let mut attrs = Vec::new();
+        if let Some(d) = dst {
+            attrs.extend_from_slice(&20u16.to_ne_bytes());
+            attrs.extend_from_slice(&NDA_DST.to_ne_bytes());
+            attrs.extend_from_slice(&d.octets());
+        }
         attrs.extend_from_slice(&10u16.to_ne_bytes());
         attrs.extend_from_slice(&NDA_LLADDR.to_ne_bytes());
         attrs.extend_from_slice(&mac);
@@ -240,9 +347,10 @@ mod tests {
         m.extend_from_slice(&(len as u32).to_ne_bytes());
         m.extend_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
         m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
+        m.extend_from_slice(&[family, 0, 0, 0]);
         m.extend_from_slice(&ifindex.to_ne_bytes());
-        m.extend_from_slice(&[0; 4]);
+        m.extend_from_slice(&state.to_ne_bytes());
+        m.extend_from_slice(&[0; 2]);
         m.extend_from_slice(&attrs);
         m
     }
@@ -262,5 +370,41 @@ mod tests {
         done.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
         done.extend_from_slice(&[0; 14]);
         assert!(parse_fdb(&done, &mut out));
+    }
+
+    #[test]
+    fn usable_ipv6_neighbors_give_the_mac_and_device() {
+        let ip = |s: &str| s.parse::<Ipv6Addr>().expect("address");
+        let pod = [2, 0, 0, 0, 0, 9];
+        let mut buf = neigh_msg_of(AF_INET6, 3, 0x02, Some(ip("2001:2::10")), pod, None);
+        buf.extend(neigh_msg_of(
+            AF_INET6,
+            3,
+            0x01,
+            Some(ip("2001:2::11")),
+            [2, 0, 0, 0, 0, 8],
+            None,
+        ));
+        buf.extend(neigh_msg_of(
+            AF_INET6,
+            3,
+            0x04,
+            Some(ip("2001:2::12")),
+            [2, 0, 0, 0, 0, 7],
+            None,
+        ));
+        // An IPv4 message in the same buffer is not ours.
+        buf.extend(neigh_msg(5, [2, 0, 0, 0, 0, 5], Some(3)));
+        let mut out = Vec::new();
+        assert!(!parse_neighbors6(&buf, &mut out));
+        assert_eq!(out.len(), 3);
+        assert_eq!(neighbor6_entry(&out, ip("2001:2::10")), Some((pod, 3)), "reachable");
+        assert_eq!(neighbor6_entry(&out, ip("2001:2::11")), None, "incomplete");
+        assert_eq!(
+            neighbor6_entry(&out, ip("2001:2::12")),
+            Some(([2, 0, 0, 0, 0, 7], 3)),
+            "stale"
+        );
+        assert_eq!(neighbor6_entry(&out, ip("2001:2::13")), None, "absent");
     }
 }

@@ -106,13 +106,16 @@ impl Metrics {
     }
 
     /// A conntrack collection ran.
-    pub fn ct_collected(&self, r: &crate::load::ct_gc::GcReport) {
-        self.ct_deleted.inc_by(r.deleted as u64);
-        self.map_entries
-            .get_or_create(&vec![("map".to_owned(), crate::load::ct_gc::CT4.to_owned())])
-            .set(r.remaining() as i64);
-        if r.remaining() >= r.capacity {
-            self.map_full(crate::load::ct_gc::CT4);
+    pub fn ct_collected(&self, gc: &crate::load::ct_gc::CtGc) {
+        use crate::load::ct_gc::{CT4, CT6};
+        for (name, r) in [(CT4, &gc.ct4), (CT6, &gc.ct6)] {
+            self.ct_deleted.inc_by(r.deleted as u64);
+            self.map_entries
+                .get_or_create(&vec![("map".to_owned(), name.to_owned())])
+                .set(r.remaining() as i64);
+            if r.remaining() >= r.capacity {
+                self.map_full(name);
+            }
         }
     }
 
@@ -127,7 +130,8 @@ impl Metrics {
     pub fn refresh(&self, dp: &mut Datapath, compiled: Option<&Compiled>) {
         let st = dp.state().clone();
         for (map, n) in [
-            ("plinth_ipcache", st.ipcache.len()),
+            ("plinth_ipcache", st.ipcache.keys().filter(|p| !p.is_ipv6()).count()),
+            ("plinth_ipcache6", st.ipcache.keys().filter(|p| p.is_ipv6()).count()),
             ("plinth_endpts", st.endpoints.len()),
             ("plinth_policy", st.policy.len()),
             ("plinth_polrange", st.ranges.len()),

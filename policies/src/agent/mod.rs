@@ -12,7 +12,7 @@ pub mod kube_source;
 pub mod metrics;
 pub mod routes;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub const DEFAULT_CT_GC_INTERVAL: Duration = Duration::from_secs(10);
 /// Names behind addresses and policy ids, for flow events.
 #[derive(Debug, Default)]
 pub struct Names {
-    pods: std::collections::HashMap<Ipv4Addr, (String, String)>,
+    pods: std::collections::HashMap<IpAddr, (String, String)>,
     compiled: Option<Compiled>,
 }
 
@@ -74,28 +74,46 @@ impl Names {
     }
 }
 
-/// Fills the interface of each pod that has a direct /32 route on this node,
-/// or else a port on a bridge where its MAC was learned ([`bridge`]).
+/// Fills the interface of each pod that has a direct /32 or /128 route on
+/// this node, or else a port on a bridge where its MAC was learned ([`bridge`]).
 pub fn resolve_local_interfaces(world: &mut World) {
     let unresolved: Vec<usize> = (0..world.pods.len())
         .filter(|i| world.pods[*i].interface.is_none())
         .collect();
-    let ips: Vec<Ipv4Addr> = unresolved.iter().map(|i| world.pods[*i].ip).collect();
-    for (i, interface) in unresolved.into_iter().zip(local_interfaces(&ips)) {
+    let ips: Vec<Vec<IpAddr>> = unresolved.iter().map(|i| world.pods[*i].ips.clone()).collect();
+    for (i, interface) in unresolved.into_iter().zip(pod_interfaces(&ips, local_interfaces)) {
         world.pods[i].interface = interface;
     }
 }
 
+/// The interface of each pod from its addresses: that of the first of them
+/// that has one. `lookup` ([`local_interfaces`] on a node) is called once
+/// with all the addresses of all the pods.
+pub fn pod_interfaces(pods: &[Vec<IpAddr>], lookup: impl Fn(&[IpAddr]) -> Vec<Option<String>>) -> Vec<Option<String>> {
+    let all: Vec<IpAddr> = pods.iter().flatten().copied().collect();
+    let mut found = lookup(&all).into_iter();
+    pods.iter()
+        .map(|ips| {
+            let mut first = None;
+            for _ in ips {
+                let f = found.next().flatten();
+                first = first.or(f);
+            }
+            first
+        })
+        .collect()
+}
+
 /// The host-side interface of each of `ips` in this thread's network
-/// namespace: the direct /32 route's ([`routes`]), or else the bridge port
-/// where the address's MAC was learned ([`bridge`]). The tables are read once
-/// for all addresses.
-pub fn local_interfaces(ips: &[Ipv4Addr]) -> Vec<Option<String>> {
-    let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
-    let mut found: Vec<Option<String>> = ips.iter().map(|ip| routes::interface_for(&table, *ip)).collect();
+/// namespace: the direct /32 or /128 route's ([`routes`]), or else the
+/// bridge port where the address's MAC was learned ([`bridge`]). The tables
+/// are read once for all addresses.
+pub fn local_interfaces(ips: &[IpAddr]) -> Vec<Option<String>> {
+    let tables = routes::RouteTables::read();
+    let mut found: Vec<Option<String>> = ips.iter().map(|ip| tables.interface_for(*ip)).collect();
     let off_route: Vec<usize> = (0..ips.len()).filter(|i| found[*i].is_none()).collect();
     if !off_route.is_empty() {
-        let wanted: Vec<Ipv4Addr> = off_route.iter().map(|i| ips[*i]).collect();
+        let wanted: Vec<IpAddr> = off_route.iter().map(|i| ips[*i]).collect();
         for (i, interface) in off_route.into_iter().zip(bridge::interfaces_for(&wanted)) {
             found[i] = interface;
         }
@@ -204,7 +222,11 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                     }
                 }
                 if let Ok(mut n) = names.write() {
-                    n.pods = world.pods.iter().map(|p| (p.ip, (p.namespace.clone(), p.name.clone()))).collect();
+                    n.pods = world
+                        .pods
+                        .iter()
+                        .flat_map(|p| p.ips.iter().map(|ip| (*ip, (p.namespace.clone(), p.name.clone()))))
+                        .collect();
                     n.compiled = Some(compiled.clone());
                 }
                 prev = Some(compiled);
@@ -216,7 +238,7 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                 match datapath.ct_gc() {
                     Ok(r) => {
                         metrics.ct_collected(&r);
-                        gc_every = crate::load::ct_gc::next_interval(gc_every, &r);
+                        gc_every = r.next_interval(gc_every);
                     }
                     Err(e) => tracing::error!(error = %e, "conntrack collection failed; retrying"),
                 }
@@ -227,5 +249,39 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_takes_the_interface_of_its_first_address_with_one_from_one_lookup() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let pods = vec![
+            vec![ip("198.18.0.10"), ip("2001:2::10")], // IPv4 route
+            vec![ip("198.18.0.11"), ip("2001:2::11")], // IPv6 route only
+            vec![ip("2001:2::12")],                    // IPv6 only, no route
+            vec![],
+        ];
+        let calls = std::cell::Cell::new(0);
+        let lookup = |ips: &[IpAddr]| {
+            calls.set(calls.get() + 1);
+            assert_eq!(ips.len(), 5, "every address of every pod, at once");
+            ips.iter()
+                .map(|a| match a.to_string().as_str() {
+                    "198.18.0.10" => Some("veth0".to_owned()),
+                    "2001:2::10" => Some("other".to_owned()),
+                    "2001:2::11" => Some("veth1".to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            pod_interfaces(&pods, lookup),
+            [Some("veth0".to_owned()), Some("veth1".to_owned()), None, None]
+        );
+        assert_eq!(calls.get(), 1);
     }
 }

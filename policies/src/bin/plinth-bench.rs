@@ -2,11 +2,11 @@
 //!
 //! Not a test: prints a Markdown report (and writes it with `--write FILE`).
 //! Everything runs in network namespaces it creates, with 198.18.0.0/15
-//! addresses. Needs root, bpffs and iptables.
+//! and 2001:2::/48 addresses. Needs root, bpffs and iptables.
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
     conn_rules: Vec<usize>,
     /// Sections to run (all by default).
-    #[arg(long, value_delimiter = ',', default_value = "packet,conn,update")]
+    #[arg(long, value_delimiter = ',', default_value = "packet,packet6,conn,update")]
     sections: Vec<Section>,
     /// Also write the report here.
     #[arg(long)]
@@ -58,7 +58,7 @@ fn peer_ip(i: usize) -> Ipv4Addr {
 /// on `ifname`: up to 10,000 peer identities, each allowed on TCP/80 and,
 /// beyond 10,000 rules, on more ports; the real client (if any) is the last
 /// peer. Peer 0's port-80 rule is on `extra_port` instead.
-fn synthetic(rules: usize, ifname: &str, client: Option<Ipv4Addr>, extra_port: u16) -> Compiled {
+fn synthetic(rules: usize, ifname: &str, client: Option<IpAddr>, extra_port: u16) -> Compiled {
     let mut c = Compiled::default();
     c.endpoints.insert(
         ifname.to_owned(),
@@ -67,15 +67,17 @@ fn synthetic(rules: usize, ifname: &str, client: Option<Ipv4Addr>, extra_port: u
             flags: EP_ENFORCE_INGRESS,
         },
     );
-    c.identities.ipcache.insert(Prefix::new(Ipv4Addr::UNSPECIFIED, 0), 2);
+    c.identities
+        .ipcache
+        .insert(Prefix::new(Ipv4Addr::UNSPECIFIED.into(), 0), 2);
     let peers = rules.min(10_000);
     for i in 0..peers {
         let id = 256 + i as u32;
         let ip = match client {
             Some(ip) if i + 1 == peers => ip,
-            _ => peer_ip(i),
+            _ => IpAddr::V4(peer_ip(i)),
         };
-        c.identities.ipcache.insert(Prefix::new(ip, 32), id);
+        c.identities.ipcache.insert(Prefix::host(ip), id);
     }
     for r in 0..rules {
         let (i, extra) = (r % peers, r / peers);
@@ -129,7 +131,7 @@ fn warm(p: &SchedClassifier, pkt: &[u8], reps: u32) -> anyhow::Result<f64> {
 }
 
 /// Loads the datapath in the current namespace with `rules` entries for `lo`.
-fn bench_datapath(pin_dir: &std::path::Path, rules: usize, client: Ipv4Addr, cfg: Config) -> anyhow::Result<Datapath> {
+fn bench_datapath(pin_dir: &std::path::Path, rules: usize, client: IpAddr, cfg: Config) -> anyhow::Result<Datapath> {
     let mut dp = Datapath::load(&Config {
         pin_dir: pin_dir.to_owned(),
         ..cfg
@@ -146,19 +148,26 @@ fn bench_datapath(pin_dir: &std::path::Path, rules: usize, client: Ipv4Addr, cfg
     Ok(dp)
 }
 
-/// Per-packet verdict cost through BPF_PROG_TEST_RUN on `lo` of a fresh namespace.
-fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
+/// Per-packet verdict cost through BPF_PROG_TEST_RUN on `lo` of a fresh
+/// namespace, over IPv4 or (`ipv6`) IPv6; new distinct flows (a bench-only
+/// program that varies IPv4 keys) only over IPv4 (NaN otherwise).
+fn packet_bench(rules: usize, ipv6: bool) -> anyhow::Result<PacketRow> {
     let net = TestNet::new(0)?;
     let node = net.node.clone();
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}"));
     let _cleanup = netns::PinDirGuard(pin_dir.clone());
     let row = netns::in_netns(&node, move || -> anyhow::Result<PacketRow> {
-        let client = Ipv4Addr::new(198, 18, 1, 1);
-        let stranger = Ipv4Addr::new(198, 18, 2, 2);
-        let dst = Ipv4Addr::new(198, 18, 0, 10);
+        let addr =
+            |v4: [u8; 4], v6: &str| -> anyhow::Result<IpAddr> { Ok(if ipv6 { v6.parse()? } else { IpAddr::from(v4) }) };
+        let client = addr([198, 18, 1, 1], "2001:2:1::1")?;
+        let stranger = addr([198, 18, 2, 2], "2001:2:2::2")?;
+        let dst = addr([198, 18, 0, 10], "2001:2::10")?;
         let reps = 200_000;
-        let pkt = testrun::ipv4_packet(client, dst, 6, 40000, 80);
-        let denied_pkt = testrun::ipv4_packet(stranger, dst, 6, 40000, 80);
+        let packet = |src: IpAddr, sport: u16, flags: u8| -> anyhow::Result<Vec<u8>> {
+            testrun::ip_packet_flags(src, dst, 6, sport, 80, flags).context("one family")
+        };
+        let pkt = packet(client, 40000, testrun::TCP_SYN)?;
+        let denied_pkt = packet(stranger, 40000, testrun::TCP_SYN)?;
 
         // Established: one allowed flow; the first run creates its entry.
         let mut dp = bench_datapath(&pin_dir, rules, client, Config::default())?;
@@ -166,7 +175,7 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
         // a new event; 10,000 per run so the ring buffer holds them, drained
         // between runs.
         let mut distinct = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..if ipv6 { 0 } else { 5 } {
             let (v, d) = testrun::run(prog(&dp, "plinth_bench_new_flow")?, 1, &pkt, 10_000)?;
             if v != testrun::TC_ACT_OK {
                 bail!("distinct new flow was dropped ({v})");
@@ -176,14 +185,14 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
             let mut ring = aya::maps::RingBuf::try_from(ring)?;
             while ring.next().is_some() {}
         }
-        let new_distinct = median(distinct);
+        let new_distinct = if ipv6 { f64::NAN } else { median(distinct) };
         let p = prog(&dp, "plinth_to_pod")?;
         let (v, _) = testrun::run(p, 1, &pkt, 1)?;
         if v != testrun::TC_ACT_OK {
             bail!("allowed flow was dropped ({v})");
         }
         // Later packets of the flow: ACKs (a bare SYN is always re-decided).
-        let ack = testrun::ipv4_packet_flags(client, dst, 6, 40000, 80, testrun::TCP_ACK);
+        let ack = packet(client, 40000, testrun::TCP_ACK)?;
         let established = warm(p, &ack, reps)?;
         let (v, _) = testrun::run(p, 1, &denied_pkt, 1)?;
         if v != testrun::TC_ACT_SHOT {
@@ -196,7 +205,7 @@ fn packet_bench(rules: usize) -> anyhow::Result<PacketRow> {
         let mut cold_new = Vec::new();
         let mut cold_nop = Vec::new();
         for i in 0..20_000u32 {
-            let pk = testrun::ipv4_packet(client, dst, 6, 1024 + (i % 60000) as u16, 80);
+            let pk = packet(client, 1024 + (i % 60000) as u16, testrun::TCP_SYN)?;
             cold_nop.push(testrun::run(nop_p, 1, &pk, 1)?.1.as_nanos() as f64);
             cold_new.push(testrun::run(p, 1, &pk, 1)?.1.as_nanos() as f64);
         }
@@ -368,7 +377,7 @@ fn conn_once(rules: usize, secs: u64, how: Enforcer) -> anyhow::Result<f64> {
                     pin_dir,
                     ..Config::default()
                 })?;
-                let mut c = synthetic(rules, &server_if, Some(client_ip), 80);
+                let mut c = synthetic(rules, &server_if, Some(client_ip.into()), 80);
                 // The server listens on 8080.
                 c.policy = c
                     .policy
@@ -433,10 +442,10 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
             pin_dir,
             ..Config::default()
         })?;
-        dp.apply(&synthetic(10_000, &server_if, Some(client), 80))?;
+        dp.apply(&synthetic(10_000, &server_if, Some(client.into()), 80))?;
         let mut times = Vec::new();
         for i in 0..21u16 {
-            let b = synthetic(10_000, &server_if, Some(client), 81 + i);
+            let b = synthetic(10_000, &server_if, Some(client.into()), 81 + i);
             let start = Instant::now();
             let r = dp.apply(&b)?;
             times.push(start.elapsed());
@@ -547,6 +556,8 @@ fn compile_bench(rules: usize) -> anyhow::Result<(Duration, Duration)> {
 enum Section {
     /// Per-packet verdict cost.
     Packet,
+    /// Per-packet verdict cost over IPv6.
+    Packet6,
     /// New connections per second.
     Conn,
     /// Changing one rule among 10,000.
@@ -597,7 +608,7 @@ fn main() -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for &n in &args.packet_rules {
             eprintln!("per-packet: {n} rules");
-            let r = packet_bench(n)?;
+            let r = packet_bench(n, false)?;
             let _ = writeln!(
                 md,
                 "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
@@ -627,6 +638,36 @@ fn main() -> anyhow::Result<()> {
                 last.new_denied / first.new_denied
             );
         }
+    }
+    if args.sections.contains(&Section::Packet6) {
+        let _ = writeln!(
+            md,
+            "## Per-packet verdict cost over IPv6 (BPF_PROG_TEST_RUN, kernel-measured ns per packet)\n\nThe same packets and rules as above over IPv6 (the peer's /128 in the IPv6 ipcache, `plinth_ct6`). New distinct is not measured (the bench-only program varies IPv4 keys).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| rules | harness | established | new | new + event | denied | established − harness | new − harness | cold new | cold harness |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for &n in &args.packet_rules {
+            eprintln!("per-packet, IPv6: {n} rules");
+            let r = packet_bench(n, true)?;
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                r.rules,
+                r.nop,
+                r.established,
+                r.new_allowed,
+                r.new_allowed_event,
+                r.new_denied,
+                r.established - r.nop,
+                r.new_allowed - r.nop,
+                r.cold_new,
+                r.cold_nop
+            );
+        }
+        let _ = writeln!(md);
     }
     if args.sections.contains(&Section::Conn) {
         let _ = writeln!(

@@ -286,12 +286,16 @@ impl Builder {
                         // The destination is the peer: resolve per peer identity
                         // over the pods that carry it.
                         for (idx, dst) in world.pods.iter().enumerate() {
-                            let Some(&id) = ids.pod_identity.get(idx) else { continue };
-                            if peer_ids.as_ref().is_some_and(|s| !s.contains(&id)) {
+                            let Some(dst_ids) = ids.pod_identity.get(idx) else {
                                 continue;
-                            }
-                            for port in resolve_named(std::iter::once(dst), name, *proto) {
-                                keep_first(&mut self.policy, key(id, *proto, port), value);
+                            };
+                            for &id in dst_ids {
+                                if peer_ids.as_ref().is_some_and(|s| !s.contains(&id)) {
+                                    continue;
+                                }
+                                for port in resolve_named(std::iter::once(dst), name, *proto) {
+                                    keep_first(&mut self.policy, key(id, *proto, port), value);
+                                }
                             }
                         }
                     }

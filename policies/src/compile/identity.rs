@@ -1,8 +1,8 @@
-//! Security identities: one per distinct (namespace labels, pod labels, ipBlocks containing the address), and the ipcache prefixes.
+//! Security identities: one per distinct (namespace labels, pod labels, ipBlocks containing the address), and the ipcache prefixes of both families.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -41,8 +41,8 @@ impl Block {
         self.cidr.covers(p) && !self.except.iter().any(|e| e.covers(p))
     }
 
-    /// Whether `ip` is in the block.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+    /// Whether `ip` is in the block (never for the other family's addresses).
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.cidr.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
     }
 }
@@ -97,10 +97,12 @@ pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> Result<bool, St
 pub struct Identities {
     /// Allocated identities.
     pub by_key: BTreeMap<IdentityKey, u32>,
-    /// ipcache entries: prefix to identity.
+    /// ipcache entries of both families: prefix to identity.
     pub ipcache: BTreeMap<Prefix, u32>,
-    /// Identity of each pod, by index in `World::pods`.
-    pub pod_identity: Vec<u32>,
+    /// Identities of each pod, by index in `World::pods`: one per address,
+    /// in the order of `Pod::ips`. The addresses of a dual-stack pod share an
+    /// identity unless ipBlocks tell them apart.
+    pub pod_identity: Vec<Vec<u32>>,
     /// The identities whose addresses each ipBlock (canonical text) contains.
     pub by_block: BTreeMap<String, BTreeSet<u32>>,
     /// Next identity to allocate: never reused within a run of the agent.
@@ -131,13 +133,14 @@ impl Identities {
             id
         };
         // Blocks by their cidr: the blocks around a region or an address are found through its at most 33
-        // enclosing prefixes, not by trying every block (a world of 10,000 ipBlocks would take a second).
+        // (IPv4) or 129 (IPv6) enclosing prefixes, not by trying every block (a world of 10,000 ipBlocks would
+        // take a second).
         let names: Vec<String> = blocks.iter().map(ToString::to_string).collect();
         let mut by_cidr: HashMap<Prefix, Vec<usize>> = HashMap::new();
         for (i, b) in blocks.iter().enumerate() {
             by_cidr.entry(b.cidr).or_default().push(i);
         }
-        let around = |addr: Ipv4Addr, len: u8, f: &dyn Fn(&Block) -> bool| -> BTreeSet<String> {
+        let around = |addr: IpAddr, len: u8, f: &dyn Fn(&Block) -> bool| -> BTreeSet<String> {
             (0..=len)
                 .filter_map(|l| by_cidr.get(&Prefix::new(addr, l)))
                 .flatten()
@@ -148,9 +151,10 @@ impl Identities {
 
         let mut pod_identity = Vec::with_capacity(world.pods.len());
         let mut ipcache = BTreeMap::new();
-        // Prefixes of every cidr and except, and the whole space.
+        // Prefixes of every cidr and except, and the whole space of each family.
         let mut prefixes: BTreeSet<Prefix> = BTreeSet::new();
-        prefixes.insert(Prefix::new(Ipv4Addr::UNSPECIFIED, 0));
+        prefixes.insert(Prefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        prefixes.insert(Prefix::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
         for b in blocks {
             prefixes.insert(b.cidr);
             prefixes.extend(b.except.iter().copied());
@@ -169,14 +173,18 @@ impl Identities {
                 .namespace(&pod.namespace)
                 .map(crate::world::Namespace::effective_labels)
                 .unwrap_or_default();
-            let key = IdentityKey {
-                namespace_labels: Some(ns_labels),
-                pod_labels: pod.labels.clone(),
-                blocks: around(pod.ip, 32, &|b: &Block| b.contains(pod.ip)),
-            };
-            let id = alloc(key, &mut by_key);
-            pod_identity.push(id);
-            ipcache.insert(Prefix::new(pod.ip, 32), id);
+            let mut ids = Vec::with_capacity(pod.ips.len());
+            for &ip in &pod.ips {
+                let key = IdentityKey {
+                    namespace_labels: Some(ns_labels.clone()),
+                    pod_labels: pod.labels.clone(),
+                    blocks: around(ip, crate::net::width(ip), &|b: &Block| b.contains(ip)),
+                };
+                let id = alloc(key, &mut by_key);
+                ids.push(id);
+                ipcache.insert(Prefix::host(ip), id);
+            }
+            pod_identity.push(ids);
         }
         let mut by_block: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
         for (key, id) in &by_key {

@@ -2,7 +2,7 @@
 //! against the reference evaluator, case by case and on random worlds.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use proptest::prelude::*;
@@ -15,11 +15,19 @@ use crate::abi::{
 use crate::reference::{self, Connection};
 use crate::scenario::model_world;
 
+/// The model's IPv4 address of pod `i`.
+fn v4(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + i as u8))
+}
+
+/// The model's IPv6 address of pod `i`: 2001:2::10, 2001:2::11, ...
+fn v6(i: usize) -> IpAddr {
+    IpAddr::V6(format!("2001:2::{}", 10 + i).parse::<Ipv6Addr>().expect("address"))
+}
+
+/// The model world, every pod dual-stack.
 fn world() -> World {
-    model_world(
-        |i| Ipv4Addr::new(198, 18, 0, 10 + i as u8),
-        |i| Some(format!("veth{i}")),
-    )
+    model_world(|i| vec![v4(i), v6(i)], |i| Some(format!("veth{i}")))
 }
 
 fn np(yaml: &str) -> NetworkPolicy {
@@ -27,7 +35,7 @@ fn np(yaml: &str) -> NetworkPolicy {
 }
 
 /// The lookups of `bpf/lib/policy.h`, `ipcache.h` on compiled maps.
-fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16) -> bool {
+fn hop(c: &Compiled, ifname: &str, dir: u8, peer: IpAddr, proto: u8, port: u16) -> bool {
     let Some(ep) = c.endpoints.get(ifname) else { return true };
     let bit = if dir == DIR_INGRESS {
         EP_ENFORCE_INGRESS
@@ -93,8 +101,8 @@ fn hop(c: &Compiled, ifname: &str, dir: u8, peer: Ipv4Addr, proto: u8, port: u16
 
 fn sim(c: &Compiled, w: &World, conn: &Connection) -> bool {
     let proto = entries::proto_number(&conn.protocol).expect("proto");
-    let src = w.pods.iter().find(|p| p.ip == conn.src);
-    let dst = w.pods.iter().find(|p| p.ip == conn.dst);
+    let src = w.pod_by_ip(conn.src);
+    let dst = w.pod_by_ip(conn.dst);
     let out = src
         .and_then(|p| p.interface.as_deref())
         .is_none_or(|i| hop(c, i, DIR_EGRESS, conn.dst, proto, conn.port));
@@ -118,22 +126,29 @@ fn check_all(w: &World) -> Vec<String> {
     let mut bad = Vec::new();
     for s in &w.pods {
         for d in &w.pods {
-            if s.ip == d.ip {
+            if s.name == d.name && s.namespace == d.namespace {
                 continue;
             }
-            for (proto, port) in PROBES {
-                let conn = Connection {
-                    src: s.ip,
-                    dst: d.ip,
-                    protocol: proto.into(),
-                    port,
-                };
-                let (want, got) = (reference::allowed(w, &conn), sim(&c, w, &conn));
-                if want != got {
-                    bad.push(format!(
-                        "{}/{} -> {}/{} {proto}/{port}: reference {want}, compiled {got}",
-                        s.namespace, s.name, d.namespace, d.name
-                    ));
+            // Every family both pods have.
+            let pairs = [
+                (s.ipv4().map(IpAddr::V4), d.ipv4().map(IpAddr::V4)),
+                (s.ipv6().map(IpAddr::V6), d.ipv6().map(IpAddr::V6)),
+            ];
+            for (src, dst) in pairs.into_iter().filter_map(|(a, b)| a.zip(b)) {
+                for (proto, port) in PROBES {
+                    let conn = Connection {
+                        src,
+                        dst,
+                        protocol: proto.into(),
+                        port,
+                    };
+                    let (want, got) = (reference::allowed(w, &conn), sim(&c, w, &conn));
+                    if want != got {
+                        bad.push(format!(
+                            "{}/{} ({src}) -> {}/{} ({dst}) {proto}/{port}: reference {want}, compiled {got}",
+                            s.namespace, s.name, d.namespace, d.name
+                        ));
+                    }
                 }
             }
         }
@@ -153,7 +168,13 @@ fn no_policy_compiles_to_unenforced_endpoints() {
     assert_eq!(c.endpoints.len(), 9);
     assert!(c.endpoints.values().all(|e| e.flags == 0));
     assert!(c.policy.is_empty());
-    assert_eq!(c.identities.ipcache.len(), 10, "9 pods and 0.0.0.0/0");
+    assert_eq!(
+        c.identities.ipcache.len(),
+        20,
+        "9 dual-stack pods (/32 and /128), 0.0.0.0/0 and ::/0"
+    );
+    let v6 = c.identities.ipcache.keys().filter(|p| p.is_ipv6()).count();
+    assert_eq!(v6, 10);
 }
 
 #[test]
@@ -206,10 +227,12 @@ fn pod_in_ip_block_gets_its_own_identity() {
         "metadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 198.18.0.13/32}}]",
     ]);
     let c = compile(&w, None);
-    let ids: Vec<u32> = c.identities.pod_identity.clone();
+    let ids: Vec<Vec<u32>> = c.identities.pod_identity.clone();
     // pods y/a (index 3) and z/a share labels {pod: a} but not namespaces;
     // y/a alone is in the block.
     assert_ne!(ids[3], ids[0]);
+    // The block holds y/a's IPv4 address only: its IPv6 address gets another identity.
+    assert_ne!(ids[3][0], ids[3][1]);
     assert!(
         c.identities
             .by_key
@@ -239,8 +262,8 @@ fn diff_of_one_label_change_touches_only_that_pod() {
     w2.pods[5].labels.insert("pod".into(), "b".into()); // y/c becomes pod=b
     let c2 = compile(&w2, Some(&c1));
     let d = diff(&c1, &c2);
-    // y/c moves to y/b's identity: one ipcache write, one policy entry added.
-    assert_eq!(d.ipcache.upsert.len(), 1);
+    // y/c moves to y/b's identity: one ipcache write per address, one policy entry added.
+    assert_eq!(d.ipcache.upsert.len(), 2);
     assert_eq!(d.ipcache.delete.len(), 0);
     assert_eq!(
         d.policy.upsert.len(),
@@ -287,6 +310,13 @@ fn arb_peer() -> impl Strategy<Value = String> {
             let except = ex.map(|e| format!(", except: [198.18.0.{e}/32]")).unwrap_or_default();
             format!("{{ipBlock: {{cidr: 198.18.0.{h}/{len}{except}}}}}")
         }),
+        (10u8..19, 120u8..129, prop::option::of((10u8..19, 124u8..129))).prop_map(|(h, len, ex)| {
+            let except = ex
+                .map(|(e, el)| format!(", except: [\"2001:2::{e}/{el}\"]"))
+                .unwrap_or_default();
+            format!("{{ipBlock: {{cidr: \"2001:2::{h}/{len}\"{except}}}}}")
+        }),
+        Just("{ipBlock: {cidr: \"::/0\", except: [\"2001:2::/125\"]}}".to_owned()),
     ]
 }
 
@@ -354,9 +384,18 @@ fn arb_world() -> impl Strategy<Value = World> {
         prop::collection::vec(arb_policy(), 0..4),
         prop::collection::vec(any::<bool>(), 9),
         prop::collection::vec(any::<bool>(), 3),
+        // Per pod: dual-stack, IPv4 only or IPv6 only.
+        prop::collection::vec(0u8..3, 9),
     )
-        .prop_map(|(pols, extra_pod, extra_ns)| {
+        .prop_map(|(pols, extra_pod, extra_ns, stacks)| {
             let mut w = world();
+            for (i, (pod, stack)) in w.pods.iter_mut().zip(stacks).enumerate() {
+                pod.ips = match stack {
+                    0 => vec![v4(i), v6(i)],
+                    1 => vec![v4(i)],
+                    _ => vec![v6(i)],
+                };
+            }
             for (i, p) in pols.iter().enumerate() {
                 let mut np = np(p);
                 np.metadata.name = Some(format!("p{i}"));

@@ -1,7 +1,7 @@
-//! Conntrack garbage collection: deletes the expired entries of `plinth_ct4`, a hash that never evicts.
+//! Conntrack garbage collection: deletes the expired entries of `plinth_ct4` and `plinth_ct6`, hashes that never evict.
 //!
-//! The datapath keeps conntrack in a preallocated hash (an insert is cheaper
-//! than an LRU's), so nothing leaves it unless deleted. The agent walks it
+//! The datapath keeps conntrack in preallocated hashes, one per family (an
+//! insert is cheaper than an LRU's), so nothing leaves them unless deleted. The agent walks it
 //! with `BPF_MAP_LOOKUP_BATCH`, picks the entries whose expiry time has
 //! passed ([`expired`], pure) and deletes them with `BPF_MAP_DELETE_BATCH`.
 //! [`next_interval`] makes the walk more frequent when it finds much to
@@ -15,14 +15,16 @@
 use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::time::Duration;
 
-use crate::abi::{CtKey, CtValue};
+use crate::abi::{Ct6Key, CtKey, CtValue};
 
 use super::{Datapath, LoadError};
 
 /// The IPv4 conntrack map.
 pub const CT4: &str = "plinth_ct4";
+/// The IPv6 conntrack map.
+pub const CT6: &str = "plinth_ct6";
 
-/// What one collection did.
+/// What one collection did in one map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
     /// Entries read.
@@ -40,9 +42,25 @@ impl GcReport {
     }
 }
 
+/// What one collection did in both maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtGc {
+    /// `plinth_ct4`.
+    pub ct4: GcReport,
+    /// `plinth_ct6`.
+    pub ct6: GcReport,
+}
+
+impl CtGc {
+    /// The gap before the next collection: the shorter of what either map asks for.
+    pub fn next_interval(&self, current: Duration) -> Duration {
+        next_interval(current, &self.ct4).min(next_interval(current, &self.ct6))
+    }
+}
+
 /// The keys of `entries` whose expiry time is before `now` (`CLOCK_MONOTONIC`
 /// ns, the clock of `bpf_ktime_get_ns`).
-pub fn expired<'a>(entries: impl IntoIterator<Item = (&'a CtKey, &'a CtValue)>, now: u64) -> Vec<CtKey> {
+pub fn expired<'a, K: Copy + 'a>(entries: impl IntoIterator<Item = (&'a K, &'a CtValue)>, now: u64) -> Vec<K> {
     entries
         .into_iter()
         .filter(|(_, v)| v.expires_ns < now)
@@ -117,13 +135,18 @@ fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> Result<(), std::io::Error> {
     }
 }
 
-fn gc_err(reason: String) -> LoadError {
-    LoadError::Map { name: CT4, reason }
+fn gc_err(name: &'static str) -> impl Fn(String) -> LoadError {
+    move |reason| LoadError::Map { name, reason }
 }
 
-/// Reads every entry of the conntrack map referred to by `fd`.
-fn read_all(fd: u32) -> Result<Vec<(CtKey, CtValue)>, LoadError> {
-    let zero_key = CtKey {
+/// A conntrack key of either family.
+trait Key: Copy {
+    /// An all-zero key (buffer filler).
+    const ZERO: Self;
+}
+
+impl Key for CtKey {
+    const ZERO: Self = Self {
         ep_id: 0,
         saddr: [0; 4],
         daddr: [0; 4],
@@ -133,6 +156,24 @@ fn read_all(fd: u32) -> Result<Vec<(CtKey, CtValue)>, LoadError> {
         dir: 0,
         pad: 0,
     };
+}
+
+impl Key for Ct6Key {
+    const ZERO: Self = Self {
+        ep_id: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        dir: 0,
+        pad: 0,
+    };
+}
+
+/// Reads every entry of the conntrack map `name` referred to by `fd`.
+fn read_all<K: Key>(name: &'static str, fd: u32) -> Result<Vec<(K, CtValue)>, LoadError> {
+    let zero_key = K::ZERO;
     let zero_val = CtValue {
         expires_ns: 0,
         last_event_ns: 0,
@@ -163,7 +204,7 @@ fn read_all(fd: u32) -> Result<Vec<(CtKey, CtValue)>, LoadError> {
         match r {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
-            Err(e) => return Err(gc_err(format!("batch lookup: {e}"))),
+            Err(e) => return Err(gc_err(name)(format!("batch lookup: {e}"))),
         }
         token = next;
         first = false;
@@ -171,7 +212,7 @@ fn read_all(fd: u32) -> Result<Vec<(CtKey, CtValue)>, LoadError> {
 }
 
 /// Deletes `keys`; a key deleted meanwhile (by another collector) is skipped.
-fn delete_all(fd: u32, keys: &[CtKey]) -> Result<usize, LoadError> {
+fn delete_all<K: Key>(name: &'static str, fd: u32, keys: &[K]) -> Result<usize, LoadError> {
     let mut deleted = 0;
     let mut rest = keys;
     while !rest.is_empty() {
@@ -189,41 +230,56 @@ fn delete_all(fd: u32, keys: &[CtKey]) -> Result<usize, LoadError> {
             Ok(()) => rest = &rest[n..],
             // The key at `n` is gone already: skip it.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => rest = &rest[(n + 1).min(rest.len())..],
-            Err(e) => return Err(gc_err(format!("batch delete: {e}"))),
+            Err(e) => return Err(gc_err(name)(format!("batch delete: {e}"))),
         }
     }
     Ok(deleted)
 }
 
 impl Datapath {
-    /// Deletes the conntrack entries that expired before now. A flow whose
-    /// entry expired and whose packet refreshed it between the read and the
-    /// delete loses it: its next packet is decided by the rules again.
-    pub fn ct_gc(&mut self) -> Result<GcReport, LoadError> {
+    /// Deletes the conntrack entries of both families that expired before
+    /// now. A flow whose entry expired and whose packet refreshed it between
+    /// the read and the delete loses it: its next packet is decided by the
+    /// rules again.
+    pub fn ct_gc(&mut self) -> Result<CtGc, LoadError> {
         self.ct_gc_at(monotonic_ns())
     }
 
     /// [`Datapath::ct_gc`] with an explicit clock (tests).
-    pub fn ct_gc_at(&mut self, now: u64) -> Result<GcReport, LoadError> {
-        let Some(aya::maps::Map::HashMap(data)) = self.ebpf_ref().map(CT4) else {
-            return Err(gc_err("missing, or not a hash".into()));
+    pub fn ct_gc_at(&mut self, now: u64) -> Result<CtGc, LoadError> {
+        Ok(CtGc {
+            ct4: self.collect::<CtKey>(CT4, now)?,
+            ct6: self.collect::<Ct6Key>(CT6, now)?,
+        })
+    }
+
+    fn collect<K: Key>(&self, name: &'static str, now: u64) -> Result<GcReport, LoadError> {
+        let err = gc_err(name);
+        let Some(aya::maps::Map::HashMap(data)) = self.ebpf_ref().map(name) else {
+            return Err(err("missing, or not a hash".into()));
         };
-        let capacity = data.info().map_err(|e| gc_err(format!("map info: {e}")))?.max_entries() as usize;
-        let fd = u32::try_from(data.fd().as_fd().as_raw_fd()).map_err(|e| gc_err(format!("fd: {e}")))?;
-        let entries = read_all(fd)?;
+        let capacity = data.info().map_err(|e| err(format!("map info: {e}")))?.max_entries() as usize;
+        let fd = u32::try_from(data.fd().as_fd().as_raw_fd()).map_err(|e| err(format!("fd: {e}")))?;
+        let entries = read_all::<K>(name, fd)?;
         let dead = expired(entries.iter().map(|(k, v)| (k, v)), now);
-        let deleted = delete_all(fd, &dead)?;
+        let deleted = delete_all(name, fd, &dead)?;
         let report = GcReport {
             scanned: entries.len(),
             deleted,
             capacity,
         };
-        tracing::debug!(scanned = report.scanned, deleted, capacity, "conntrack collected");
+        tracing::debug!(
+            map = name,
+            scanned = report.scanned,
+            deleted,
+            capacity,
+            "conntrack collected"
+        );
         if report.remaining() >= capacity {
             tracing::error!(
-                map = CT4,
+                map = name,
                 capacity,
-                "map {CT4} is full of live flows: new flows are decided by the rules on every packet (ct-full)"
+                "map {name} is full of live flows: new flows are decided by the rules on every packet (ct-full)"
             );
         }
         Ok(report)
@@ -287,5 +343,13 @@ mod tests {
         assert_eq!(next_interval(s, &idle), Duration::from_secs(16));
         assert_eq!(next_interval(GC_MIN, &busy), GC_MIN);
         assert_eq!(next_interval(GC_MAX, &idle), GC_MAX);
+        // Both maps: the busier one decides; an empty one does not slow it down.
+        let both = CtGc { ct4: idle, ct6: busy };
+        assert_eq!(both.next_interval(s), Duration::from_secs(4));
+        let v4_only = CtGc {
+            ct4: busy,
+            ct6: GcReport::default(),
+        };
+        assert_eq!(v4_only.next_interval(s), Duration::from_secs(4));
     }
 }

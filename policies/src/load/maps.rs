@@ -2,7 +2,7 @@
 //! brought in line entry by entry or replaced as a whole generation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -17,6 +17,8 @@ use crate::net::Prefix;
 
 /// Logical map names (reports, metrics, log lines); each is an inner map of a generation.
 pub const IPCACHE: &str = "plinth_ipcache";
+/// IPv6 prefixes to identities.
+pub const IPCACHE6: &str = "plinth_ipcache6";
 /// Endpoints by ifindex.
 pub const ENDPOINTS: &str = "plinth_endpts";
 /// Exact and wildcard rules.
@@ -30,6 +32,8 @@ pub const GEN: &str = "plinth_gen";
 pub const GEN_ENDPOINTS: &str = "plinth_ep_gen";
 /// ipcache of each generation.
 pub const GEN_IPCACHE: &str = "plinth_ipc_gen";
+/// IPv6 ipcache of each generation.
+pub const GEN_IPCACHE6: &str = "plinth_ipc6_gen";
 /// Rules of each generation.
 pub const GEN_POLICY: &str = "plinth_pol_gen";
 /// endPort rules of each generation.
@@ -46,7 +50,7 @@ const NO_PREALLOC: u32 = 1;
 pub struct Capacity {
     /// Endpoints.
     pub endpoints: u32,
-    /// ipcache prefixes.
+    /// ipcache prefixes, per family.
     pub ipcache: u32,
     /// Rules.
     pub policy: u32,
@@ -70,6 +74,7 @@ impl Default for Capacity {
 pub struct Generation {
     endpoints: HashMap<MapData, u32, Endpoint>,
     ipcache: LpmTrie<MapData, [u8; 4], IpcacheValue>,
+    ipcache6: LpmTrie<MapData, [u8; 16], IpcacheValue>,
     policy: HashMap<MapData, PolicyKey, PolicyValue>,
     ranges: LpmTrie<MapData, PolicyKey, PolicyValue>,
 }
@@ -111,32 +116,48 @@ impl Generation {
         Ok(Self {
             endpoints: HashMap::create(cap.endpoints, NO_PREALLOC).map_err(map_err(ENDPOINTS))?,
             ipcache: LpmTrie::create(cap.ipcache, NO_PREALLOC).map_err(map_err(IPCACHE))?,
+            ipcache6: LpmTrie::create(cap.ipcache, NO_PREALLOC).map_err(map_err(IPCACHE6))?,
             policy: HashMap::create(cap.policy, NO_PREALLOC).map_err(map_err(POLICY))?,
             ranges: LpmTrie::create(cap.ranges, NO_PREALLOC).map_err(map_err(RANGES))?,
         })
     }
 
-    /// The generation installed in `slot`, if all four maps are there.
-    pub fn open(ebpf: &Ebpf, slot: u32) -> Result<Option<Self>, LoadError> {
+    /// The generation installed in `slot`, if its four maps of every
+    /// version are there. A generation of a version without IPv6 gets an
+    /// empty IPv6 ipcache installed in its slot, so an upgrade keeps the
+    /// generation (and its enforcement) instead of starting an empty one:
+    /// that version's programs never read the new map, and until the next
+    /// apply fills it, IPv6 peers are the world to the new programs.
+    pub fn open(ebpf: &mut Ebpf, slot: u32, cap: Capacity) -> Result<Option<Self>, LoadError> {
         let endpoints = outer_get(ebpf, GEN_ENDPOINTS, slot)?;
         let ipcache = outer_get(ebpf, GEN_IPCACHE, slot)?;
         let policy = outer_get(ebpf, GEN_POLICY, slot)?;
         let ranges = outer_get(ebpf, GEN_RANGES, slot)?;
-        Ok(match (endpoints, ipcache, policy, ranges) {
-            (Some(endpoints), Some(ipcache), Some(policy), Some(ranges)) => Some(Self {
-                endpoints,
-                ipcache,
-                policy,
-                ranges,
-            }),
-            _ => None,
-        })
+        let (Some(endpoints), Some(ipcache), Some(policy), Some(ranges)) = (endpoints, ipcache, policy, ranges) else {
+            return Ok(None);
+        };
+        let ipcache6 = match outer_get(ebpf, GEN_IPCACHE6, slot)? {
+            Some(m) => m,
+            None => {
+                let m = LpmTrie::create(cap.ipcache, NO_PREALLOC).map_err(map_err(IPCACHE6))?;
+                outer_set(ebpf, GEN_IPCACHE6, slot, &m)?;
+                m
+            }
+        };
+        Ok(Some(Self {
+            endpoints,
+            ipcache,
+            ipcache6,
+            policy,
+            ranges,
+        }))
     }
 
     /// Installs this generation in `slot` (inactive: packets do not see it yet).
     pub fn install(&self, ebpf: &mut Ebpf, slot: u32) -> Result<(), LoadError> {
         outer_set(ebpf, GEN_ENDPOINTS, slot, &self.endpoints)?;
         outer_set(ebpf, GEN_IPCACHE, slot, &self.ipcache)?;
+        outer_set(ebpf, GEN_IPCACHE6, slot, &self.ipcache6)?;
         outer_set(ebpf, GEN_POLICY, slot, &self.policy)?;
         outer_set(ebpf, GEN_RANGES, slot, &self.ranges)
     }
@@ -162,7 +183,7 @@ pub fn activate(ebpf: &mut Ebpf, slot: u32) -> Result<(), LoadError> {
 /// What the policy maps hold (or should hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MapState {
-    /// `plinth_ipcache`.
+    /// `plinth_ipcache` (IPv4 prefixes) and `plinth_ipcache6` (IPv6 prefixes).
     pub ipcache: BTreeMap<Prefix, u32>,
     /// `plinth_endpts`, by ifindex.
     pub endpoints: BTreeMap<u32, Endpoint>,
@@ -232,8 +253,17 @@ impl MapState {
         let mut s = Self::default();
         for kv in g.ipcache.iter() {
             let (k, v) = kv.map_err(map_err(IPCACHE))?;
-            s.ipcache
-                .insert(Prefix::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8), v.identity);
+            s.ipcache.insert(
+                Prefix::new(IpAddr::V4(Ipv4Addr::from(k.data())), k.prefix_len() as u8),
+                v.identity,
+            );
+        }
+        for kv in g.ipcache6.iter() {
+            let (k, v) = kv.map_err(map_err(IPCACHE6))?;
+            s.ipcache.insert(
+                Prefix::new(IpAddr::V6(Ipv6Addr::from(k.data())), k.prefix_len() as u8),
+                v.identity,
+            );
         }
         for kv in g.endpoints.iter() {
             let (k, v) = kv.map_err(map_err(ENDPOINTS))?;
@@ -340,22 +370,18 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.ipcache, &desired.ipcache);
-                let m = &mut g.ipcache;
                 for (p, id) in d.upsert {
-                    match m.insert(
-                        &Key::new(u32::from(p.len), p.addr.octets()),
-                        IpcacheValue { identity: id, flags: 0 },
-                        0,
-                    ) {
+                    let name = ipcache_name(&p);
+                    match ipcache_insert(g, &p, id) {
                         Ok(()) => {
                             state.ipcache.insert(p, id);
-                            *r.writes.entry(IPCACHE).or_default() += 1;
+                            *r.writes.entry(name).or_default() += 1;
                         }
                         Err(e) if is_full(&e) => {
-                            r.full_maps.insert(IPCACHE);
+                            r.full_maps.insert(name);
                             ipcache_full = true;
                         }
-                        Err(e) => return Err(map_err(IPCACHE)(e)),
+                        Err(e) => return Err(map_err(name)(e)),
                     }
                 }
             }
@@ -416,16 +442,34 @@ pub(super) fn apply(
             }
             {
                 let d = map_diff(&state.ipcache, &desired.ipcache);
-                let m = &mut g.ipcache;
                 for p in d.delete {
-                    remove(&mut m.remove(&Key::new(u32::from(p.len), p.addr.octets())), IPCACHE)?;
+                    let name = ipcache_name(&p);
+                    let mut res = match p.addr {
+                        IpAddr::V4(a) => g.ipcache.remove(&Key::new(u32::from(p.len), a.octets())),
+                        IpAddr::V6(a) => g.ipcache6.remove(&Key::new(u32::from(p.len), a.octets())),
+                    };
+                    remove(&mut res, name)?;
                     state.ipcache.remove(&p);
-                    *r.deletes.entry(IPCACHE).or_default() += 1;
+                    *r.deletes.entry(name).or_default() += 1;
                 }
             }
         }
     }
     Ok(r)
+}
+
+/// The ipcache of a prefix's family.
+fn ipcache_name(p: &Prefix) -> &'static str {
+    if p.is_ipv6() { IPCACHE6 } else { IPCACHE }
+}
+
+/// Writes a prefix into the ipcache of its family.
+fn ipcache_insert(g: &mut Generation, p: &Prefix, identity: u32) -> Result<(), MapError> {
+    let v = IpcacheValue { identity, flags: 0 };
+    match p.addr {
+        IpAddr::V4(a) => g.ipcache.insert(&Key::new(u32::from(p.len), a.octets()), v, 0),
+        IpAddr::V6(a) => g.ipcache6.insert(&Key::new(u32::from(p.len), a.octets()), v, 0),
+    }
 }
 
 /// A delete of a missing key is fine: someone got there first.

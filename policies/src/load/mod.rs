@@ -38,7 +38,7 @@ pub struct Config {
     pub ct_lifetime_close: Duration,
     /// Override of `plinth_policy` max entries (tests of map exhaustion).
     pub policy_max_entries: Option<u32>,
-    /// Override of `plinth_ct4` max entries (tests of a full conntrack table).
+    /// Override of `plinth_ct4` and `plinth_ct6` max entries (tests of a full conntrack table).
     pub ct_max_entries: Option<u32>,
     /// How changes reach the maps.
     pub update: UpdateMode,
@@ -170,6 +170,7 @@ impl Datapath {
             .override_global("ct_lifetime_close_ns", &ct_close, true);
         if let Some(n) = cfg.ct_max_entries {
             loader.map_max_entries(ct_gc::CT4, n);
+            loader.map_max_entries(ct_gc::CT6, n);
         }
         let capacity = Capacity {
             policy: cfg.policy_max_entries.unwrap_or(Capacity::default().policy),
@@ -195,7 +196,7 @@ impl Datapath {
         }
         // The generation the pinned maps hold, or a first, empty one.
         let slot = maps::active_slot(&ebpf)?;
-        let generation = match Generation::open(&ebpf, slot)? {
+        let generation = match Generation::open(&mut ebpf, slot, capacity)? {
             Some(g) => g,
             None => {
                 let g = Generation::create(capacity)?;
