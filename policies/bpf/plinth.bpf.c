@@ -118,7 +118,9 @@ static __noinline int __handle6(struct __sk_buff *skb, const struct plinth_gen_m
 	key.dir = dir;
 	key.pad = 0;
 
-	now = bpf_ktime_get_ns();
+	/* Coarse (the tick's time): conntrack lifetimes are seconds, and the
+	 * precise clock costs a clock-source read on every packet. */
+	now = bpf_ktime_get_coarse_ns();
 	ct = ct_lookup6(&key, t.tcp_flags, now, &fwd);
 	if (ct == PLINTH_CT_ESTABLISHED) {
 		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);
@@ -220,7 +222,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 salt)
 		key.ep_id += salt & 0xffff0000;
 	}
 
-	now = bpf_ktime_get_ns();
+	/* Coarse (the tick's time): conntrack lifetimes are seconds, and the
+	 * precise clock costs a clock-source read on every packet. */
+	now = bpf_ktime_get_coarse_ns();
 	ct = ct_lookup(&key, t.tcp_flags, now, &fwd);
 	if (ct == PLINTH_CT_ESTABLISHED) {
 		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);

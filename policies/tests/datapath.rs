@@ -289,6 +289,48 @@ fn a_syn_on_a_known_tuple_is_decided_by_the_rules_in_force() {
     );
 }
 
+#[test]
+fn a_bare_syn_is_never_a_reply_but_a_syn_ack_is() {
+    use plinth_policies::testrun::{self, TC_ACT_OK, TC_ACT_SHOT, TCP_ACK, TCP_SYN};
+    // x/a accepts nothing; its egress is not enforced.
+    let mut m = Model::new().expect("model");
+    m.world.policies.push(policy(
+        "metadata: {name: deny-in, namespace: x}\nspec: {podSelector: {matchLabels: {pod: a}}, policyTypes: [Ingress]}",
+    ));
+    m.apply().expect("apply");
+    let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let (a, b) = (
+        m.world.pods[xa].ipv4().expect("IPv4"),
+        m.world.pods[yb].ipv4().expect("IPv4"),
+    );
+    let run = |m: &mut Model, prog: &str, pkt: &[u8]| {
+        let dp = m.datapath.as_mut().expect("datapath");
+        let p: &aya::programs::SchedClassifier = dp.ebpf().program(prog).expect("prog").try_into().expect("classifier");
+        testrun::run(p, ifindex, pkt, 1).expect("test run").0
+    };
+    // x/a opens a connection to y/b: its egress is open, the flow enters conntrack.
+    let out = testrun::ipv4_packet_flags(a, b, 6, 43100, 80, TCP_SYN);
+    assert_eq!(run(&mut m, "plinth_from_pod", &out), TC_ACT_OK, "a -> b SYN");
+    // A bare SYN back on the reversed tuple opens a connection into x/a: its ingress rules decide.
+    let syn_back = testrun::ipv4_packet_flags(b, a, 6, 80, 43100, TCP_SYN);
+    assert_eq!(
+        run(&mut m, "plinth_to_pod", &syn_back),
+        TC_ACT_SHOT,
+        "a bare SYN is not a reply"
+    );
+    // The SYN-ACK of the connection x/a opened is its reply.
+    let syn_ack = testrun::ipv4_packet_flags(b, a, 6, 80, 43100, TCP_SYN | TCP_ACK);
+    assert_eq!(
+        run(&mut m, "plinth_to_pod", &syn_ack),
+        TC_ACT_OK,
+        "the SYN-ACK is a reply"
+    );
+    let ack = testrun::ipv4_packet_flags(b, a, 6, 80, 43100, TCP_ACK);
+    assert_eq!(run(&mut m, "plinth_to_pod", &ack), TC_ACT_OK, "and so are its ACKs");
+}
+
 /// Probes that run the real ingress program of x/a on SYNs from several peers
 /// while `change` is applied, and the verdicts each gives before and after.
 struct MixedStateProbe {

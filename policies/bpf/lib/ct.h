@@ -46,13 +46,16 @@ static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u8 
  * ct_lookup - classify a packet against conntrack
  * @key: the packet's tuple for its endpoint and direction
  * @tcp_flags: TCP flags (0 for other protocols)
- * @now: bpf_ktime_get_ns()
+ * @now: bpf_ktime_get_coarse_ns()
  * @fwd: set to the flow's own entry when one exists, also an expired one or
  *       one a bare SYN did not count: a new flow's verdict rewrites it in
  *       place (ct_create) instead of a second map operation
  *
  * A bare SYN never counts as established: a new connection on a reused
- * tuple is decided by the rules in force now, not by an old entry.
+ * tuple is decided by the rules in force now, not by an old entry. Nor is it
+ * ever a reply (no reverse lookup): a SYN opens a connection in its own
+ * direction, which the rules of that direction decide (a TCP simultaneous
+ * open is decided by the rules too, on both sides).
  *
  * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
  */
@@ -67,6 +70,8 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_f
 	*fwd = v;
 	if (v && !syn && __ct_hit(v, key->proto, tcp_flags, now))
 		return PLINTH_CT_ESTABLISHED;
+	if (syn)
+		return PLINTH_CT_NEW;
 
 	rev.ep_id = key->ep_id;
 	rev.saddr = key->daddr;
@@ -91,7 +96,7 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_f
  * @fwd: the flow's existing entry from ct_lookup, or NULL
  * @policy_id: the deciding policy (0: none)
  * @rule: the deciding rule
- * @now: bpf_ktime_get_ns()
+ * @now: bpf_ktime_get_coarse_ns()
  *
  * An existing entry is rewritten in place; otherwise one insert. A
  * concurrent insert of the same flow on another CPU counts as created.
@@ -126,7 +131,7 @@ static __always_inline long ct_create(const struct plinth_ct_key *key, struct pl
  * ct_lookup6 - ct_lookup for IPv6 (plinth_ct6)
  * @key: the packet's tuple for its endpoint and direction
  * @tcp_flags: TCP flags (0 for other protocols)
- * @now: bpf_ktime_get_ns()
+ * @now: bpf_ktime_get_coarse_ns()
  * @fwd: as ct_lookup
  *
  * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
@@ -142,6 +147,8 @@ static __always_inline int ct_lookup6(const struct plinth_ct6_key *key, __u8 tcp
 	*fwd = v;
 	if (v && !syn && __ct_hit(v, key->proto, tcp_flags, now))
 		return PLINTH_CT_ESTABLISHED;
+	if (syn)
+		return PLINTH_CT_NEW;
 
 	rev.ep_id = key->ep_id;
 	__builtin_memcpy(rev.saddr, key->daddr, 16);
@@ -189,7 +196,7 @@ static __always_inline long ct_create6(const struct plinth_ct6_key *key,
  * ct_event_due - the per-flow event rate limit kept in the flow's entry
  * @v: the flow's entry
  * @interval: minimum gap between two events of the flow
- * @now: bpf_ktime_get_ns()
+ * @now: bpf_ktime_get_coarse_ns()
  *
  * Returns: 1 when an event is due (and records it), else 0.
  */
