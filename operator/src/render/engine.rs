@@ -10,7 +10,7 @@ use validator::Validate;
 use super::blueprint::LoadedBlueprint;
 use super::context::{self, Platform};
 use super::objects::Object;
-use super::{guardrails, security, slots};
+use super::{guardrails, security, slots, typed};
 use crate::problem::{Location, Problem, Problems, codes};
 use crate::schema;
 use crate::validate::validator_problems;
@@ -143,8 +143,17 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
                 continue;
             }
         };
-        for doc in skeleton.fill(values) {
-            match doc
+        for doc in skeleton.docs() {
+            // Straight into the typed object; what that refuses is filled as JSON and decoded the careful
+            // way, which says what is wrong and where.
+            if let Some(object) = typed::object(doc, &values) {
+                objects.push(RenderedObject {
+                    template: template.to_owned(),
+                    object,
+                });
+                continue;
+            }
+            match slots::Skeleton::fill_doc(doc, &values)
                 .map_err(|e| vec![output_problem(bp, template, &hb_ctx, &e)])
                 .and_then(|json| decode(template, json))
             {

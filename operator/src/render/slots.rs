@@ -69,7 +69,7 @@ pub fn record(value: impl FnOnce() -> Value) -> Option<String> {
 
 /// A parsed skeleton node: template text, or a slot to fill.
 #[derive(Debug, Clone, PartialEq)]
-enum Node {
+pub(crate) enum Node {
     Leaf(Value),
     Slot(usize),
     Seq(Vec<Node>),
@@ -77,7 +77,7 @@ enum Node {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Key {
+pub(crate) enum Key {
     Name(String),
     Slot(usize),
 }
@@ -117,6 +117,17 @@ impl Skeleton {
     pub fn fill(&self, mut slots: Vec<Value>) -> Vec<Result<Value, SkeletonError>> {
         let mut path = Vec::new();
         self.docs.iter().map(|d| fill(d, &mut slots, &mut path)).collect()
+    }
+
+    /// The parsed documents, slots unfilled.
+    pub(crate) fn docs(&self) -> &[Node] {
+        &self.docs
+    }
+
+    /// One document as JSON with copies of `slots` filled in (what [`Skeleton::fill`] gives for it).
+    pub(crate) fn fill_doc(doc: &Node, slots: &[Value]) -> Result<Value, SkeletonError> {
+        let mut copies = slots.to_vec();
+        fill(doc, &mut copies, &mut Vec::new())
     }
 }
 
