@@ -131,7 +131,7 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
         let text = match bp.registry().render_with_context(template, &hb_ctx) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(template_error(template, &e));
+                problems.push(template_error(bp, template, &e));
                 continue;
             }
         };
@@ -276,8 +276,15 @@ fn internal(bp: &str, message: String) -> Problem {
     }
 }
 
-fn template_error(template: &str, e: &handlebars::RenderError) -> Problem {
-    let clamp = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(1);
+fn template_error(bp: &LoadedBlueprint, template: &str, e: &handlebars::RenderError) -> Problem {
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(1);
+    // Positions in a partial written into the template are reported in the partial, as Handlebars would.
+    let name = e.template_name.as_deref().unwrap_or(template);
+    let col = e.column_no.unwrap_or(1);
+    let (file, line, col) = match e.line_no {
+        Some(line) => bp.source_position(name, line, col),
+        None => (name.to_owned(), 1, col),
+    };
     let (reason, hint) = match e.reason() {
         handlebars::RenderErrorReason::MissingVariable(path) => (
             format!("`{}` does not exist in the template context", path.as_deref().unwrap_or("?")),
@@ -289,9 +296,9 @@ fn template_error(template: &str, e: &handlebars::RenderError) -> Problem {
         code: codes::TEMPLATE,
         rule: "render".into(),
         location: Location::Template {
-            template: e.template_name.clone().unwrap_or_else(|| template.to_owned()),
-            line: clamp(e.line_no),
-            col: clamp(e.column_no),
+            template: file,
+            line: clamp(line),
+            col: clamp(col),
         },
         message: format!("template failed to render: {reason}"),
         hint,
