@@ -200,20 +200,23 @@ pub fn check(
                 .to_owned()
         })
         .collect();
-    for name in wanted {
-        if bps.loaded.contains_key(&name) || bps.broken.contains_key(&name) {
-            continue;
-        }
-        if let Some(obj) = bps.objects.get(&name) {
-            let loaded = LoadedBlueprint::from_object(obj);
-            if let Err(problems) = &loaded {
-                for p in &problems.0 {
-                    out.findings
-                        .push(place_in_blueprint(p, &bps, &name, obj, &mut out.templates));
-                }
+    let to_compile: Vec<(String, &Blueprint)> = wanted
+        .into_iter()
+        .filter(|name| !bps.loaded.contains_key(name) && !bps.broken.contains_key(name))
+        .filter_map(|name| bps.objects.get(&name).map(|obj| (name, obj)))
+        .collect();
+    // Each on its own thread: compiling templates is most of the work done before the Applications.
+    let compiled = super::parallel::map_ordered(&to_compile, thread_count(options), 1, |(_, obj)| {
+        LoadedBlueprint::from_object(obj)
+    });
+    for ((name, obj), loaded) in to_compile.iter().zip(compiled) {
+        if let Err(problems) = &loaded {
+            for p in &problems.0 {
+                out.findings
+                    .push(place_in_blueprint(p, &bps, name, obj, &mut out.templates));
             }
-            bps.loaded.insert(name, loaded);
         }
+        bps.loaded.insert(name.clone(), loaded);
     }
 
     // The Applications, in parallel: each check is pure and independent.
@@ -331,6 +334,9 @@ pub fn check(
             (f.line, f.column, f.end_line, f.end_column) = (start.line, start.col, end.line, end.col);
         }
     }
+    // Thousands of parsed documents: freed on every thread rather than one after another on this one.
+    drop(apps);
+    super::parallel::drop_in_parts(docs, thread_count(options));
     out
 }
 

@@ -57,6 +57,24 @@ pub(crate) fn map_ordered<T: Sync, R: Send>(
     out
 }
 
+/// Drops `items` on up to `threads` threads (this one among them), a share each.
+pub(crate) fn drop_in_parts<T: Send>(mut items: Vec<T>, threads: usize) {
+    if threads <= 1 || items.len() < 2 {
+        return;
+    }
+    let share = items.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    while items.len() > share {
+        parts.push(items.split_off(items.len() - share));
+    }
+    std::thread::scope(|s| {
+        for part in parts {
+            s.spawn(move || drop(part));
+        }
+        drop(items);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
