@@ -35,7 +35,7 @@ pub fn to_yaml<T: Serialize + ?Sized>(v: &T) -> Result<String, EmitError> {
 
 /// Many documents, each after a `---` line.
 pub fn to_yaml_stream<'a, T: Serialize + 'a>(docs: impl IntoIterator<Item = &'a T>) -> Result<String, EmitError> {
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(8 * 1024);
     for d in docs {
         out.push_str("---\n");
         d.serialize(Writer {

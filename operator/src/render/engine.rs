@@ -124,18 +124,26 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
     let selector = ctx.app.selector_labels.clone();
 
     let mut problems = Vec::new();
-    let mut objects = Vec::new();
+    // Objects are large: room for one per template (and a few more) up front, rather than moving them as it grows.
+    let mut objects = Vec::with_capacity(bp.object_templates().len() + 4);
+    // One buffer for every template's text: most texts only serve to find their parsed skeleton.
+    let mut buf = Vec::with_capacity(8 * 1024);
     for template in bp.object_templates() {
         // Values go to slots; the text left is the skeleton, parsed once per distinct text (see `slots`).
         let recording = slots::Recording::start();
-        let text = match bp.registry().render_with_context(template, &hb_ctx) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(template_error(bp, template, &e));
-                continue;
-            }
-        };
+        buf.clear();
+        if let Err(e) = bp.registry().render_with_context_to_write(template, &hb_ctx, &mut buf) {
+            problems.push(template_error(bp, template, &e));
+            continue;
+        }
         let values = recording.finish();
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            problems.push(internal(
+                &bp.name,
+                format!("template {template} wrote text that is not UTF-8"),
+            ));
+            continue;
+        };
         let skeleton = match bp.skeletons().get_or_parse(template, text, &OUTPUT_LIMITS) {
             Ok(s) => s,
             Err(e) => {

@@ -269,7 +269,7 @@ impl Skeletons {
     pub fn get_or_parse(
         &self,
         template: &str,
-        text: String,
+        text: &str,
         limits: &yaml::Limits,
     ) -> Result<Arc<Skeleton>, SkeletonError> {
         let cached = self
@@ -277,18 +277,18 @@ impl Skeletons {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(template)
-            .and_then(|t| t.get(&text))
+            .and_then(|t| t.get(text))
             .cloned();
         if let Some(s) = cached {
             return Ok(s);
         }
-        let parsed = Arc::new(Skeleton::parse(&text, limits)?);
+        let parsed = Arc::new(Skeleton::parse(text, limits)?);
         let mut all = self.by_template.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = all.entry(template.to_owned()).or_default();
         if kept.len() >= PER_TEMPLATE {
             kept.clear();
         }
-        kept.insert(text, Arc::clone(&parsed));
+        kept.insert(text.to_owned(), Arc::clone(&parsed));
         Ok(parsed)
     }
 
@@ -388,7 +388,7 @@ mod tests {
         for name in ["a", "b"] {
             let (text, slots) = render(|p| format!("name: {}\n", p(json!(name))));
             let skel = cache
-                .get_or_parse("t.yaml.hbs", text, &yaml::Limits::default())
+                .get_or_parse("t.yaml.hbs", &text, &yaml::Limits::default())
                 .expect("parses");
             filled.extend(skel.fill(slots));
         }
