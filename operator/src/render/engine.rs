@@ -136,7 +136,8 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
             problems.push(template_error(bp, template, &e));
             continue;
         }
-        let values = recording.finish();
+        let recorded = recording.finish();
+        let values = slots::resolve(&recorded, hb_ctx.data());
         let Ok(text) = std::str::from_utf8(&buf) else {
             problems.push(internal(
                 &bp.name,

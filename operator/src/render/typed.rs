@@ -36,7 +36,7 @@ impl de::Error for GaveUp {
 
 /// The object one skeleton document describes with `slots` in place, or `None` when it must be decoded the
 /// careful way (not an allowed kind, an unknown field, a type error, a bad or repeated key).
-pub(crate) fn object(doc: &Node, slots: &[Value]) -> Option<Object> {
+pub(crate) fn object(doc: &Node, slots: &[&Value]) -> Option<Object> {
     let Node::Map(entries) = doc else { return None };
     let mut api_version = None;
     let mut kind = None;
@@ -71,8 +71,8 @@ pub(crate) fn object(doc: &Node, slots: &[Value]) -> Option<Object> {
 static NULL: Value = Value::Null;
 
 /// A slot's value; a slot the render did not fill reads as null, as [`super::slots::Skeleton::fill`] has it.
-fn slot(slots: &[Value], n: usize) -> &Value {
-    slots.get(n).unwrap_or(&NULL)
+fn slot<'v>(slots: &[&'v Value], n: usize) -> &'v Value {
+    slots.get(n).copied().unwrap_or(&NULL)
 }
 
 /// Where a value comes from: the skeleton, or a slot's JSON value (or a part of one).
@@ -84,7 +84,7 @@ enum Src<'de> {
 
 struct De<'de> {
     src: Src<'de>,
-    slots: &'de [Value],
+    slots: &'de [&'de Value],
     /// Set when the target type skips a field it does not know.
     ignored: &'de Cell<bool>,
 }
@@ -137,7 +137,7 @@ fn visit_json<'de, V: Visitor<'de>>(de: &De<'de>, v: &'de Value, visitor: V) -> 
 
 /// The entries of a skeleton mapping with slot keys resolved, or `None` when a slot key is not a string or
 /// a key repeats (the YAML parser refuses repeated keys in the text; only values can repeat one).
-fn map_entries<'de>(entries: &'de [(Key, Node)], slots: &'de [Value]) -> Option<Vec<(&'de str, Src<'de>)>> {
+fn map_entries<'de>(entries: &'de [(Key, Node)], slots: &'de [&'de Value]) -> Option<Vec<(&'de str, Src<'de>)>> {
     let mut out = Vec::with_capacity(entries.len());
     let mut from_slots = false;
     for (key, value) in entries {
@@ -290,13 +290,18 @@ mod tests {
     fn skeleton(text_with: impl Fn(&mut dyn FnMut(Value) -> String) -> String) -> (Skeleton, Vec<Value>) {
         let rec = Recording::start();
         let text = text_with(&mut |v| record(|| v).expect("recording"));
-        let slots = rec.finish();
+        let root = Value::Null;
+        let slots = crate::render::slots::resolve(&rec.finish(), &root)
+            .into_iter()
+            .cloned()
+            .collect();
         (Skeleton::parse(&text, &Limits::default()).expect("parses"), slots)
     }
 
     /// The careful way: fill as JSON, then decode with unknown fields tracked.
     fn careful(skel: &Skeleton, slots: &[Value]) -> Option<Object> {
-        let json = Skeleton::fill_doc(&skel.docs()[0], slots).ok()?;
+        let refs: Vec<&Value> = slots.iter().collect();
+        let json = Skeleton::fill_doc(&skel.docs()[0], &refs).ok()?;
         let api_version = json.get("apiVersion")?.as_str()?.to_owned();
         let kind = json.get("kind")?.as_str()?.to_owned();
         let mut ignored = Vec::new();
@@ -321,7 +326,7 @@ mod tests {
                 p(json!([{"containerPort": 8080, "protocol": "TCP"}])),
             )
         });
-        let fast = object(&skel.docs()[0], &slots).expect("decodes");
+        let fast = object(&skel.docs()[0], &slots.iter().collect::<Vec<_>>()).expect("decodes");
         assert_eq!(Some(&fast), careful(&skel, &slots).as_ref());
         let json = fast.to_json();
         assert_eq!(json.pointer("/metadata/labels/a~1b"), Some(&json!(hostile)));
@@ -367,7 +372,11 @@ mod tests {
             skeleton(|_| "apiVersion: v1\nmetadata:\n  name: a\n".into()),
         ];
         for (i, (skel, slots)) in cases.iter().enumerate() {
-            assert_eq!(object(&skel.docs()[0], slots), None, "case {i}");
+            assert_eq!(
+                object(&skel.docs()[0], &slots.iter().collect::<Vec<_>>()),
+                None,
+                "case {i}"
+            );
         }
         // A key from a value that is new is fine.
         let (skel, slots) = skeleton(|p| {
@@ -376,7 +385,7 @@ mod tests {
                 p(json!("y"))
             )
         });
-        let fast = object(&skel.docs()[0], &slots).expect("decodes");
+        let fast = object(&skel.docs()[0], &slots.iter().collect::<Vec<_>>()).expect("decodes");
         assert_eq!(Some(fast), careful(&skel, &slots));
     }
 }
