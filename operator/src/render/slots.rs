@@ -4,7 +4,9 @@
 //! in a slot, and the text gets a token in its place: the double-quoted scalar `"\u{E000}N\u{E001}"` for slot
 //! `N`. What remains of the text is the template's own structure, the *skeleton*, and it is the same for every
 //! Application that takes the same `{{#if}}`/`{{#each}}` branches. A skeleton is parsed once and kept (see
-//! [`Skeletons`]); each render then fills its slots into the parsed tree.
+//! [`Skeletons`]); each render then fills its slots into the parsed tree. A value `{{json x}}` reads from the
+//! template context is kept as where it stands there ([`Recorded::At`]) and read back from the same context
+//! after the render ([`resolve`]), rather than copied.
 //!
 //! Two things follow. Values are never parsed as YAML, so no value can change the structure of a rendered
 //! document, whatever it holds (the escape function's quoting stays as the second line of defence for text
