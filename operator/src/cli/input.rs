@@ -62,12 +62,21 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    // The listing says which entries are folders (a symbolic link is followed, as `Path::is_dir` does).
+    let mut entries: Vec<(PathBuf, bool)> = std::fs::read_dir(dir)?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => e.path().is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => e.path().is_dir(),
+            };
+            Some((e.path(), is_dir))
+        })
         .collect();
     entries.sort();
-    for e in entries {
-        if e.is_dir() {
+    for (e, is_dir) in entries {
+        if is_dir {
             walk(&e, out)?;
         } else if e
             .extension()
@@ -92,7 +101,12 @@ pub fn read(path: &Path, limits: &Limits) -> (String, Result<Source, ReadError>)
     let read = if path.as_os_str() == "-" {
         std::io::stdin().lock().take(cap).read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(path).and_then(|f| f.take(cap).read_to_end(&mut bytes))
+        std::fs::File::open(path).and_then(|f| {
+            // Room for the whole file (and the read that finds its end) up front: one read, not a dozen.
+            let size = f.metadata().map_or(0, |m| m.len()).min(cap);
+            bytes.reserve_exact(usize::try_from(size).unwrap_or(0).saturating_add(1));
+            f.take(cap).read_to_end(&mut bytes)
+        })
     };
     if let Err(e) = read {
         return (name, Err(ReadError::Io(e.to_string())));

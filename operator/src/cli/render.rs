@@ -40,7 +40,7 @@ pub fn run(args: &RenderArgs) -> u8 {
         keep_rendered: true,
         ..Options::default()
     };
-    let read = match super::validate::read_inputs(&args.paths, &options.limits) {
+    let read = match super::validate::read_inputs(&args.paths, &options.limits, options.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

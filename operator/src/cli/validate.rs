@@ -68,16 +68,21 @@ pub(crate) struct ReadInputs {
     pub files: usize,
 }
 
-/// Expands and reads the paths; an error for a path that does not exist.
-pub(crate) fn read_inputs(paths: &[PathBuf], limits: &Limits) -> Result<ReadInputs, String> {
+/// Expands and reads the paths, on up to `threads` threads (0: one per core); an error for a path that does
+/// not exist.
+pub(crate) fn read_inputs(paths: &[PathBuf], limits: &Limits, threads: usize) -> Result<ReadInputs, String> {
     let paths = input::expand(paths)?;
     let mut out = ReadInputs {
         sources: Vec::new(),
         findings: Vec::new(),
         files: paths.len(),
     };
-    for path in &paths {
-        let (name, read) = input::read(path, limits);
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    let read_all = crate::validate::parallel::map_ordered(&paths, threads, 64, |path| input::read(path, limits));
+    for (name, read) in read_all {
         match read {
             Ok(s) => out.sources.push(s),
             Err(e) => {
@@ -250,7 +255,7 @@ pub fn run(args: &ValidateArgs) -> u8 {
         threads: args.jobs,
         limits: Limits::default(),
     };
-    let read = match read_inputs(&args.paths, &options.limits) {
+    let read = match read_inputs(&args.paths, &options.limits, options.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

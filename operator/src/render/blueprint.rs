@@ -1,5 +1,11 @@
 //! Loading Blueprints: compile their templates once, refuse unsafe ones, and fingerprint their content.
+//!
+//! A partial included on a line of its own at a template's top level (`{{> pod}}`) is written into the
+//! template's text when it loads, each line indented as Handlebars indents the partial's output. Handlebars
+//! renders an included partial on a copy of the whole template context; written in, it reads the context in
+//! place. Errors in those lines still name the partial and its own line and column ([`LoadedBlueprint::source_position`]).
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use handlebars::Handlebars;
@@ -25,6 +31,21 @@ pub struct LoadedBlueprint {
     registry: Handlebars<'static>,
     object_templates: Vec<String>,
     skeletons: Skeletons,
+    /// Partials written into each template's text, in line order.
+    inlined: HashMap<String, Vec<Inlined>>,
+}
+
+/// A partial written into a template's text in place of its `{{> name}}` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inlined {
+    /// Line (from 1) of the text as compiled where the partial's first line stands.
+    first: usize,
+    /// How many lines the partial has.
+    lines: usize,
+    /// The partial's name, as Handlebars names it in errors.
+    partial: String,
+    /// Characters of indentation put before each of its lines.
+    indent: usize,
 }
 
 /// The name a partial file is used by: `_container.hbs` is `{{> container}}`.
@@ -107,6 +128,23 @@ impl LoadedBlueprint {
         if !problems.is_empty() {
             return Err(Problems(problems));
         }
+        let partials: BTreeMap<&str, &str> = spec
+            .templates
+            .iter()
+            .filter_map(|(file, source)| Some((partial_name(file)?, source.as_str())))
+            .collect();
+        let mut inlined = HashMap::new();
+        for file in &object_templates {
+            let Some(source) = spec.templates.get(file) else {
+                continue;
+            };
+            // A text that does not compile leaves the template as registered above, partials included.
+            if let Some((text, parts)) = inline_partials(source, &partials)
+                && registry.register_template_string(file, text).is_ok()
+            {
+                inlined.insert(file.clone(), parts);
+            }
+        }
         let hash = content_hash(&spec);
         Ok(LoadedBlueprint {
             name: name.to_owned(),
@@ -115,7 +153,29 @@ impl LoadedBlueprint {
             registry,
             object_templates,
             skeletons: Skeletons::default(),
+            inlined,
         })
+    }
+
+    /// Where `line` and `col` of `template` as compiled stand in the Blueprint's own files: in a partial
+    /// written into it (by the name Handlebars gives the partial), or in the template's own text.
+    pub(crate) fn source_position(&self, template: &str, line: usize, col: usize) -> (String, usize, usize) {
+        let mut shift = 0;
+        for part in self.inlined.get(template).into_iter().flatten() {
+            if line < part.first {
+                break;
+            }
+            if line < part.first + part.lines {
+                return (
+                    part.partial.clone(),
+                    line - part.first + 1,
+                    col.saturating_sub(part.indent).max(1),
+                );
+            }
+            // The partial's lines stand where one line (the `{{> name}}`) stood.
+            shift += part.lines - 1;
+        }
+        (template.to_owned(), line - shift, col)
     }
 
     /// Names of the templates that render objects, in name order.
@@ -131,6 +191,77 @@ impl LoadedBlueprint {
     pub fn skeletons(&self) -> &Skeletons {
         &self.skeletons
     }
+}
+
+/// Whether a partial reads the same written into a template as included: it ends its last line, and
+/// holds nothing whose meaning depends on being a partial or on the whitespace around it (other partials,
+/// inline partials and decorators, parent paths, whitespace control, raw blocks).
+fn inlinable(partial: &str) -> bool {
+    partial.ends_with('\n')
+        && !["{{>", "{{#>", "{{*", "{{#*", "~", "@partial-block", "../", "{{{{"]
+            .iter()
+            .any(|s| partial.contains(s))
+}
+
+/// The template's text with each top-level, stand-alone `{{> name}}` line replaced by the partial's lines,
+/// each indented as that line is, and where they stand; `None` when no partial can be written in.
+fn inline_partials(source: &str, partials: &BTreeMap<&str, &str>) -> Option<(String, Vec<Inlined>)> {
+    // Inline partials and decorators of the template itself would change which partial a name means.
+    if source.contains("{{*") || source.contains("{{#*") {
+        return None;
+    }
+    let compiled = Template::compile(source).ok()?;
+    let mut tags: Vec<(usize, &str)> = Vec::new();
+    for (i, el) in compiled.elements.iter().enumerate() {
+        let TemplateElement::PartialExpression(d) = el else {
+            continue;
+        };
+        let Some(name) = d.name.as_name() else { continue };
+        let stand_alone = d.params.is_empty() && d.hash.is_empty() && d.template.is_none() && d.indent.is_some();
+        if let (true, Some((&name, &partial)), Some(m)) =
+            (stand_alone, partials.get_key_value(name), compiled.mapping.get(i))
+            && inlinable(partial)
+        {
+            tags.push((m.0, name));
+        }
+    }
+    if tags.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(source.len() + 4096);
+    let mut parts = Vec::new();
+    let mut out_line = 1;
+    for (i, line) in source.split_inclusive('\n').enumerate() {
+        let tag = tags.iter().find(|(l, _)| *l == i + 1).map(|(_, name)| *name);
+        let written = tag.and_then(|name| {
+            let body = line.trim();
+            let named = body.strip_prefix("{{>")?.strip_suffix("}}")?.trim();
+            let indent = &line[..line.len() - line.trim_start().len()];
+            (named == name && line.ends_with('\n') && indent.chars().all(|c| c == ' ' || c == '\t'))
+                .then(|| (name, indent, partials.get(name).copied()))
+        });
+        match written {
+            Some((name, indent, Some(partial))) => {
+                let lines = partial.split_inclusive('\n').count();
+                for l in partial.split_inclusive('\n') {
+                    out.push_str(indent);
+                    out.push_str(l);
+                }
+                parts.push(Inlined {
+                    first: out_line,
+                    lines,
+                    partial: name.to_owned(),
+                    indent: indent.chars().count(),
+                });
+                out_line += lines;
+            }
+            _ => {
+                out.push_str(line);
+                out_line += 1;
+            }
+        }
+    }
+    (!parts.is_empty()).then_some((out, parts))
 }
 
 /// Line and column (from 1) of the first reserved character in a template's source.
@@ -258,5 +389,87 @@ mod tests {
         assert_eq!(a, content_hash(&spec(&[("a.yaml.hbs", "x")])));
         assert_ne!(a, content_hash(&spec(&[("a.yaml.hbs", "y")])));
         assert!(a.starts_with("sha256:") && a.len() == 71);
+    }
+
+    /// The same templates in a plain strict registry, partials included the Handlebars way.
+    fn handlebars_way(templates: &[(&str, &str)]) -> Handlebars<'static> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(escape::escape);
+        helpers::register(&mut hb);
+        for (file, source) in templates {
+            let registered = match partial_name(file) {
+                Some(p) => hb.register_partial(p, *source),
+                None => hb.register_template_string(file, *source),
+            };
+            registered.expect("compiles");
+        }
+        hb
+    }
+
+    #[test]
+    fn partials_written_in_render_and_fail_as_included_partials_do() {
+        let templates = [
+            (
+                "_pod.hbs",
+                "labels: {{json app.labels}}\n{{#if values.flag}}\nflag: {{values.flag}}\n{{/if}}\ncontainers:\n  - name: app\n    image: {{image}}\n\n    args: {{json values.args}}\n",
+            ),
+            (
+                "deploy.yaml.hbs",
+                "kind: Deployment\nspec:\n  template:\n    {{> pod}}\n  after: {{values.after}}\n",
+            ),
+            (
+                "inside.yaml.hbs",
+                "kind: ConfigMap\n{{#if values.flag}}\ndata:\n  {{> pod}}\n{{/if}}\n",
+            ),
+        ];
+        let bp = LoadedBlueprint::compile("t", spec(&templates)).expect("compiles");
+        assert_eq!(bp.inlined.get("deploy.yaml.hbs").map(Vec::len), Some(1));
+        assert_eq!(
+            bp.inlined.get("inside.yaml.hbs"),
+            None,
+            "only top-level partials are written in"
+        );
+        let plain = handlebars_way(&templates);
+        let full = serde_json::json!({
+            "app": {"labels": {"a": "b"}}, "image": "x:1",
+            "values": {"flag": "on", "args": ["a", "b"], "after": "z"}
+        });
+        for template in ["deploy.yaml.hbs", "inside.yaml.hbs"] {
+            assert_eq!(
+                bp.registry().render(template, &full).expect("renders"),
+                plain.render(template, &full).expect("renders"),
+                "{template}"
+            );
+        }
+        // Errors in the partial, and after it, at the same file, line and column.
+        let app = serde_json::json!({"labels": {"a": "b"}});
+        for (data, at) in [
+            (
+                serde_json::json!({"app": app, "image": "x:1", "values": {"flag": "on", "after": "z"}}),
+                ("pod", 9, 11),
+            ),
+            (
+                serde_json::json!({"app": app, "values": {"args": [], "after": "z"}}),
+                ("pod", 7, 12),
+            ),
+            (
+                serde_json::json!({"app": app, "image": "x:1", "values": {"args": []}}),
+                ("deploy.yaml.hbs", 5, 10),
+            ),
+        ] {
+            let ours = bp.registry().render("deploy.yaml.hbs", &data).expect_err("fails");
+            let theirs = plain.render("deploy.yaml.hbs", &data).expect_err("fails");
+            let line = ours.line_no.expect("line");
+            let col = ours.column_no.expect("column");
+            let ours = bp.source_position(ours.template_name.as_deref().unwrap_or_default(), line, col);
+            let theirs = (
+                theirs.template_name.clone().unwrap_or_default(),
+                theirs.line_no.expect("line"),
+                theirs.column_no.expect("column"),
+            );
+            assert_eq!(ours, theirs);
+            assert_eq!((ours.0.as_str(), ours.1, ours.2), at);
+        }
     }
 }

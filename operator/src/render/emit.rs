@@ -35,7 +35,7 @@ pub fn to_yaml<T: Serialize + ?Sized>(v: &T) -> Result<String, EmitError> {
 
 /// Many documents, each after a `---` line.
 pub fn to_yaml_stream<'a, T: Serialize + 'a>(docs: impl IntoIterator<Item = &'a T>) -> Result<String, EmitError> {
-    let mut out = String::with_capacity(4096);
+    let mut out = String::with_capacity(8 * 1024);
     for d in docs {
         out.push_str("---\n");
         d.serialize(Writer {
@@ -490,6 +490,22 @@ fn write_string(out: &mut String, s: &str) {
     }
 }
 
+/// Bytes that may stand anywhere in a plain scalar written here (`:` and space are checked apart).
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'_' | b'.' | b'/' | b'@' | b'+' | b'=' | b',' | b'(' | b')' | b'*'
+            );
+        b += 1;
+    }
+    t
+};
+
 fn is_plain_safe(s: &str) -> bool {
     let bytes = s.as_bytes();
     let Some(&first) = bytes.first() else { return false };
@@ -498,11 +514,7 @@ fn is_plain_safe(s: &str) -> bool {
     }
     let mut prev = 0u8;
     for &b in bytes {
-        let ok = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'_' | b'.' | b'/' | b'@' | b'+' | b'=' | b',' | b'(' | b')' | b'*'
-            )
+        let ok = PLAIN[usize::from(b)]
             || (b == b':' && prev != b' ')
             // ": " starts a mapping value: it stays quoted.
             || (b == b' ' && prev != b':');
@@ -514,11 +526,13 @@ fn is_plain_safe(s: &str) -> bool {
     if matches!(prev, b' ' | b':') {
         return false;
     }
-    // Only these first characters can start a null, a boolean or a number.
-    !matches!(
+    // Only these first characters can start a null, a boolean or a number; of those starting with a
+    // letter only nulls and booleans remain, none longer than five characters.
+    let maybe_other = matches!(
         first,
         b'0'..=b'9' | b'.' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'y' | b'Y' | b'o' | b'O'
-    ) || plain_is_string(s)
+    );
+    !maybe_other || (first.is_ascii_alphabetic() && bytes.len() > 5) || plain_is_string(s)
 }
 
 #[cfg(test)]
@@ -566,6 +580,50 @@ mod tests {
         assert_eq!(round_trip(&json), json);
         let docs = yaml::parse(&to_yaml(&pod).expect("writes"), &yaml::Limits::default()).expect("parses");
         assert_eq!(docs[0].root.to_json(), json);
+    }
+
+    #[test]
+    fn strings_written_plain_read_back_as_the_same_strings() {
+        for s in [
+            "null",
+            "Null",
+            "nullable",
+            "true",
+            "trueish",
+            "True1",
+            "off",
+            "offset",
+            "Off",
+            "yes",
+            "yesterday",
+            "n",
+            "N",
+            "no",
+            "none",
+            "False",
+            "FALSE",
+            "falsehood",
+            "on",
+            "One",
+            "0x1F",
+            "0o7",
+            "017",
+            "1e5",
+            "1.5",
+            ".5",
+            ".inf",
+            ".NaN",
+            "inf",
+            "nan",
+            "Infinity",
+            "a: b",
+            "a:b",
+            "name",
+            "namespace",
+        ] {
+            let v = json!({ "k": s, s: 1 });
+            assert_eq!(round_trip(&v), v, "{s:?}");
+        }
     }
 
     #[test]

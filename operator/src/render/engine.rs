@@ -10,7 +10,7 @@ use validator::Validate;
 use super::blueprint::LoadedBlueprint;
 use super::context::{self, Platform};
 use super::objects::Object;
-use super::{guardrails, security, slots};
+use super::{guardrails, security, slots, typed};
 use crate::problem::{Location, Problem, Problems, codes};
 use crate::schema;
 use crate::validate::validator_problems;
@@ -124,18 +124,27 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
     let selector = ctx.app.selector_labels.clone();
 
     let mut problems = Vec::new();
-    let mut objects = Vec::new();
+    // Objects are large: room for one per template (and a few more) up front, rather than moving them as it grows.
+    let mut objects = Vec::with_capacity(bp.object_templates().len() + 4);
+    // One buffer for every template's text: most texts only serve to find their parsed skeleton.
+    let mut buf = Vec::with_capacity(8 * 1024);
     for template in bp.object_templates() {
         // Values go to slots; the text left is the skeleton, parsed once per distinct text (see `slots`).
         let recording = slots::Recording::start();
-        let text = match bp.registry().render_with_context(template, &hb_ctx) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(template_error(template, &e));
-                continue;
-            }
+        buf.clear();
+        if let Err(e) = bp.registry().render_with_context_to_write(template, &hb_ctx, &mut buf) {
+            problems.push(template_error(bp, template, &e));
+            continue;
+        }
+        let recorded = recording.finish();
+        let values = slots::resolve(&recorded, hb_ctx.data());
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            problems.push(internal(
+                &bp.name,
+                format!("template {template} wrote text that is not UTF-8"),
+            ));
+            continue;
         };
-        let values = recording.finish();
         let skeleton = match bp.skeletons().get_or_parse(template, text, &OUTPUT_LIMITS) {
             Ok(s) => s,
             Err(e) => {
@@ -143,8 +152,17 @@ pub fn render(app: &Application, bp: &LoadedBlueprint, platform: &Platform) -> R
                 continue;
             }
         };
-        for doc in skeleton.fill(values) {
-            match doc
+        for doc in skeleton.docs() {
+            // Straight into the typed object; what that refuses is filled as JSON and decoded the careful
+            // way, which says what is wrong and where.
+            if let Some(object) = typed::object(doc, &values) {
+                objects.push(RenderedObject {
+                    template: template.to_owned(),
+                    object,
+                });
+                continue;
+            }
+            match slots::Skeleton::fill_doc(doc, &values)
                 .map_err(|e| vec![output_problem(bp, template, &hb_ctx, &e)])
                 .and_then(|json| decode(template, json))
             {
@@ -267,8 +285,15 @@ fn internal(bp: &str, message: String) -> Problem {
     }
 }
 
-fn template_error(template: &str, e: &handlebars::RenderError) -> Problem {
-    let clamp = |v: Option<usize>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(1);
+fn template_error(bp: &LoadedBlueprint, template: &str, e: &handlebars::RenderError) -> Problem {
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(1);
+    // Positions in a partial written into the template are reported in the partial, as Handlebars would.
+    let name = e.template_name.as_deref().unwrap_or(template);
+    let col = e.column_no.unwrap_or(1);
+    let (file, line, col) = match e.line_no {
+        Some(line) => bp.source_position(name, line, col),
+        None => (name.to_owned(), 1, col),
+    };
     let (reason, hint) = match e.reason() {
         handlebars::RenderErrorReason::MissingVariable(path) => (
             format!("`{}` does not exist in the template context", path.as_deref().unwrap_or("?")),
@@ -280,9 +305,9 @@ fn template_error(template: &str, e: &handlebars::RenderError) -> Problem {
         code: codes::TEMPLATE,
         rule: "render".into(),
         location: Location::Template {
-            template: e.template_name.clone().unwrap_or_else(|| template.to_owned()),
-            line: clamp(e.line_no),
-            col: clamp(e.column_no),
+            template: file,
+            line: clamp(line),
+            col: clamp(col),
         },
         message: format!("template failed to render: {reason}"),
         hint,

@@ -29,7 +29,7 @@ impl HelperDef for Json {
         &self,
         h: &Helper<'rc>,
         _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
+        ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
         out: &mut dyn Output,
     ) -> HelperResult {
@@ -40,7 +40,16 @@ impl HelperDef for Json {
         if param.is_value_missing() {
             return Err(missing(param));
         }
-        let text = slots::record(|| param.value().clone()).unwrap_or_else(|| {
+        // A value read from the template context is recorded by where it stands, when that is exactly where
+        // it was read (not from a block's own data); anything else is copied.
+        let in_place = param
+            .context_path()
+            .filter(|path| slots::value_at(ctx.data(), path).is_some_and(|v| std::ptr::eq(v, param.value())));
+        let recorded = match in_place {
+            Some(path) => slots::record_at(path),
+            None => slots::record(|| param.value().clone()),
+        };
+        let text = recorded.unwrap_or_else(|| {
             let mut s = String::new();
             escape::push_flow(&mut s, param.value());
             s

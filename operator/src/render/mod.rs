@@ -11,6 +11,7 @@ mod helpers;
 pub mod objects;
 pub mod security;
 pub mod slots;
+mod typed;
 
 pub use blueprint::LoadedBlueprint;
 pub use context::Platform;

@@ -73,6 +73,20 @@ macro_rules! kinds {
                 )*
                 None
             }
+
+            /// Decodes with `de` an object of the given `apiVersion` and `kind`; `None` when the kind is not allowed.
+            pub(crate) fn decode<'de, D: serde::Deserializer<'de>>(
+                api_version: &str,
+                kind: &str,
+                de: D,
+            ) -> Option<Result<Object, D::Error>> {
+                $(
+                    if api_version == <$ty as k8s_openapi::Resource>::API_VERSION && kind == <$ty as k8s_openapi::Resource>::KIND {
+                        return Some(<$ty as serde::Deserialize>::deserialize(de).map(Object::$variant));
+                    }
+                )*
+                None
+            }
         }
     };
 }

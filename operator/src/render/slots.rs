@@ -4,7 +4,9 @@
 //! in a slot, and the text gets a token in its place: the double-quoted scalar `"\u{E000}N\u{E001}"` for slot
 //! `N`. What remains of the text is the template's own structure, the *skeleton*, and it is the same for every
 //! Application that takes the same `{{#if}}`/`{{#each}}` branches. A skeleton is parsed once and kept (see
-//! [`Skeletons`]); each render then fills its slots into the parsed tree.
+//! [`Skeletons`]); each render then fills its slots into the parsed tree. A value `{{json x}}` reads from the
+//! template context is kept as where it stands there ([`Recorded::At`]) and read back from the same context
+//! after the render ([`resolve`]), rather than copied.
 //!
 //! Two things follow. Values are never parsed as YAML, so no value can change the structure of a rendered
 //! document, whatever it holds (the escape function's quoting stays as the second line of defence for text
@@ -28,7 +30,37 @@ pub const OPEN: char = '\u{E000}';
 pub const CLOSE: char = '\u{E001}';
 
 thread_local! {
-    static SLOTS: RefCell<Option<Vec<Value>>> = const { RefCell::new(None) };
+    static SLOTS: RefCell<Option<Vec<Recorded>>> = const { RefCell::new(None) };
+}
+
+/// A recorded value: its own copy, or where it stands in the template context it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// A value of its own (a string printed, a value a helper made).
+    Value(Value),
+    /// The value at this path of the template context's data, recorded without a copy.
+    At(Vec<String>),
+}
+
+/// The value at `path` (object keys and array indexes) in `root`.
+pub fn value_at<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(root, |v, seg| match v {
+        Value::Object(map) => map.get(seg),
+        Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// The recorded values with those recorded by path read from `root` (the data they were recorded from).
+pub fn resolve<'a>(recorded: &'a [Recorded], root: &'a Value) -> Vec<&'a Value> {
+    static NULL: Value = Value::Null;
+    recorded
+        .iter()
+        .map(|r| match r {
+            Recorded::Value(v) => v,
+            Recorded::At(path) => value_at(root, path).unwrap_or(&NULL),
+        })
+        .collect()
 }
 
 /// Records the values printed on this thread while it lives; see the module documentation.
@@ -45,7 +77,7 @@ impl Recording {
     }
 
     /// Stops recording and returns the slots, in print order.
-    pub fn finish(self) -> Vec<Value> {
+    pub fn finish(self) -> Vec<Recorded> {
         SLOTS.with(|s| s.borrow_mut().take()).unwrap_or_default()
     }
 }
@@ -58,18 +90,52 @@ impl Drop for Recording {
 
 /// While recording: keeps `value` in the next slot and returns its token. Otherwise `None`.
 pub fn record(value: impl FnOnce() -> Value) -> Option<String> {
+    record_as(|| Recorded::Value(value()))
+}
+
+/// While recording: keeps in the next slot where the value printed stands in the template context's data
+/// (see [`resolve`]) and returns its token. Otherwise `None`.
+pub fn record_at(path: &[String]) -> Option<String> {
+    record_as(|| Recorded::At(path.to_vec()))
+}
+
+fn record_as(recorded: impl FnOnce() -> Recorded) -> Option<String> {
     SLOTS.with(|s| {
         let mut slots = s.borrow_mut();
         let slots = slots.as_mut()?;
-        let token = format!("\"{OPEN}{}{CLOSE}\"", slots.len());
-        slots.push(value());
+        let token = token(slots.len());
+        slots.push(recorded());
         Some(token)
     })
 }
 
+/// The token of slot `n`: `"\u{E000}N\u{E001}"`.
+fn token(n: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut t = String::with_capacity(2 + 2 * OPEN.len_utf8() + digits.len() - at);
+    t.push('"');
+    t.push(OPEN);
+    for &d in &digits[at..] {
+        t.push(char::from(d));
+    }
+    t.push(CLOSE);
+    t.push('"');
+    t
+}
+
 /// A parsed skeleton node: template text, or a slot to fill.
 #[derive(Debug, Clone, PartialEq)]
-enum Node {
+pub(crate) enum Node {
     Leaf(Value),
     Slot(usize),
     Seq(Vec<Node>),
@@ -77,7 +143,7 @@ enum Node {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Key {
+pub(crate) enum Key {
     Name(String),
     Slot(usize),
 }
@@ -117,6 +183,17 @@ impl Skeleton {
     pub fn fill(&self, mut slots: Vec<Value>) -> Vec<Result<Value, SkeletonError>> {
         let mut path = Vec::new();
         self.docs.iter().map(|d| fill(d, &mut slots, &mut path)).collect()
+    }
+
+    /// The parsed documents, slots unfilled.
+    pub(crate) fn docs(&self) -> &[Node] {
+        &self.docs
+    }
+
+    /// One document as JSON with copies of `slots` filled in (what [`Skeleton::fill`] gives for it).
+    pub(crate) fn fill_doc(doc: &Node, slots: &[&Value]) -> Result<Value, SkeletonError> {
+        let mut copies: Vec<Value> = slots.iter().map(|v| (*v).clone()).collect();
+        fill(doc, &mut copies, &mut Vec::new())
     }
 }
 
@@ -258,7 +335,7 @@ impl Skeletons {
     pub fn get_or_parse(
         &self,
         template: &str,
-        text: String,
+        text: &str,
         limits: &yaml::Limits,
     ) -> Result<Arc<Skeleton>, SkeletonError> {
         let cached = self
@@ -266,18 +343,18 @@ impl Skeletons {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(template)
-            .and_then(|t| t.get(&text))
+            .and_then(|t| t.get(text))
             .cloned();
         if let Some(s) = cached {
             return Ok(s);
         }
-        let parsed = Arc::new(Skeleton::parse(&text, limits)?);
+        let parsed = Arc::new(Skeleton::parse(text, limits)?);
         let mut all = self.by_template.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = all.entry(template.to_owned()).or_default();
         if kept.len() >= PER_TEMPLATE {
             kept.clear();
         }
-        kept.insert(text, Arc::clone(&parsed));
+        kept.insert(text.to_owned(), Arc::clone(&parsed));
         Ok(parsed)
     }
 
@@ -305,7 +382,32 @@ mod tests {
     fn render(text_with: impl Fn(&mut dyn FnMut(Value) -> String) -> String) -> (String, Vec<Value>) {
         let rec = Recording::start();
         let text = text_with(&mut |v| record(|| v).expect("recording"));
-        (text, rec.finish())
+        let root = Value::Null;
+        let values = resolve(&rec.finish(), &root).into_iter().cloned().collect();
+        (text, values)
+    }
+
+    #[test]
+    fn tokens_name_their_slots() {
+        for n in [0, 7, 10, 99, 12345, usize::MAX] {
+            assert_eq!(token(n), format!("\"{OPEN}{n}{CLOSE}\""));
+        }
+    }
+
+    #[test]
+    fn values_recorded_by_path_are_read_from_the_data() {
+        let root = json!({"app": {"labels": {"a": "b"}}, "ports": [{"port": 80}]});
+        let rec = Recording::start();
+        let path = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        record_at(&path(&["app", "labels"])).expect("recording");
+        record_at(&path(&["ports", "0", "port"])).expect("recording");
+        record(|| json!("own")).expect("recording");
+        record_at(&path(&["nothing"])).expect("recording");
+        let recorded = rec.finish();
+        assert_eq!(
+            resolve(&recorded, &root),
+            vec![&json!({"a": "b"}), &json!(80), &json!("own"), &Value::Null]
+        );
     }
 
     #[test]
@@ -377,7 +479,7 @@ mod tests {
         for name in ["a", "b"] {
             let (text, slots) = render(|p| format!("name: {}\n", p(json!(name))));
             let skel = cache
-                .get_or_parse("t.yaml.hbs", text, &yaml::Limits::default())
+                .get_or_parse("t.yaml.hbs", &text, &yaml::Limits::default())
                 .expect("parses");
             filled.extend(skel.fill(slots));
         }

@@ -156,8 +156,9 @@ pub fn check(
             continue;
         }
         let file = inputs[doc.input].file;
-        let mut problems = super::cel::problems("Blueprint", &doc.json, false);
-        let decoded: Result<Blueprint, Vec<Problem>> = super::decode("Blueprint", doc.json.clone());
+        let json = doc.json();
+        let mut problems = super::cel::problems("Blueprint", &json, false);
+        let decoded: Result<Blueprint, Vec<Problem>> = super::decode("Blueprint", json);
         let mut ok = false;
         match decoded {
             Err(p) => problems.extend(p),
@@ -191,27 +192,31 @@ pub fn check(
     let wanted: BTreeSet<String> = apps
         .iter()
         .map(|d| {
-            d.json
-                .pointer("/spec/blueprint")
-                .and_then(serde_json::Value::as_str)
+            d.root
+                .get("spec")
+                .and_then(|s| s.get("blueprint"))
+                .and_then(crate::yaml::Node::as_str)
                 .unwrap_or("web")
                 .to_owned()
         })
         .collect();
-    for name in wanted {
-        if bps.loaded.contains_key(&name) || bps.broken.contains_key(&name) {
-            continue;
-        }
-        if let Some(obj) = bps.objects.get(&name) {
-            let loaded = LoadedBlueprint::from_object(obj);
-            if let Err(problems) = &loaded {
-                for p in &problems.0 {
-                    out.findings
-                        .push(place_in_blueprint(p, &bps, &name, obj, &mut out.templates));
-                }
+    let to_compile: Vec<(String, &Blueprint)> = wanted
+        .into_iter()
+        .filter(|name| !bps.loaded.contains_key(name) && !bps.broken.contains_key(name))
+        .filter_map(|name| bps.objects.get(&name).map(|obj| (name, obj)))
+        .collect();
+    // Each on its own thread: compiling templates is most of the work done before the Applications.
+    let compiled = super::parallel::map_ordered(&to_compile, thread_count(options), 1, |(_, obj)| {
+        LoadedBlueprint::from_object(obj)
+    });
+    for ((name, obj), loaded) in to_compile.iter().zip(compiled) {
+        if let Err(problems) = &loaded {
+            for p in &problems.0 {
+                out.findings
+                    .push(place_in_blueprint(p, &bps, name, obj, &mut out.templates));
             }
-            bps.loaded.insert(name, loaded);
         }
+        bps.loaded.insert(name.clone(), loaded);
     }
 
     // The Applications, in parallel: each check is pure and independent.
@@ -329,6 +334,9 @@ pub fn check(
             (f.line, f.column, f.end_line, f.end_column) = (start.line, start.col, end.line, end.col);
         }
     }
+    // Thousands of parsed documents: freed on every thread rather than one after another on this one.
+    drop(apps);
+    super::parallel::drop_in_parts(docs, thread_count(options));
     out
 }
 
@@ -341,39 +349,15 @@ fn thread_count(options: &Options) -> usize {
 }
 
 fn run_parallel(apps: &[&Doc], bps: &Blueprints, options: &Options) -> Vec<AppResult> {
-    let threads = thread_count(options);
-    if threads <= 1 || apps.len() < 64 {
-        return apps.iter().map(|d| check_application(d, bps, options)).collect();
-    }
-    let chunk = apps.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = apps
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|d| check_application(d, bps, options))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(apps.len());
-        for (h, part) in handles.into_iter().zip(apps.chunks(chunk)) {
-            match h.join() {
-                Ok(r) => out.extend(r),
-                // A panic in one check must not lose the others' verdicts: redo that part here, where a
-                // second panic surfaces as the CLI's internal error.
-                Err(_) => out.extend(part.iter().map(|d| check_application(d, bps, options))),
-            }
-        }
-        out
-    })
+    // A few Applications are not worth a thread; many go in small batches, taken in turn.
+    let threads = if apps.len() < 64 { 1 } else { thread_count(options) };
+    super::parallel::map_ordered(apps, threads, 16, |d| check_application(d, bps, options))
 }
 
 /// Checks one Application: structural schema, CEL rules, typed decode, Blueprint, validator rules,
 /// guardrails, parameters and the full render.
 fn check_application(doc: &Doc, bps: &Blueprints, options: &Options) -> AppResult {
-    let mut json = doc.json.clone();
+    let mut json = doc.json();
     if json.pointer("/metadata/namespace").is_none()
         && let Some(meta) = json.get_mut("metadata").and_then(|m| m.as_object_mut())
     {

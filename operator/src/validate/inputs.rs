@@ -36,10 +36,8 @@ pub struct Doc {
     pub input: usize,
     /// Index of the document in its input, from 0.
     pub index: usize,
-    /// The document with positions.
+    /// The document with positions (its JSON form is built when checked: [`Doc::json`]).
     pub root: Node,
-    /// The document as JSON.
-    pub json: serde_json::Value,
     /// Its kind.
     pub class: Class,
     /// `apiVersion`, as written.
@@ -51,6 +49,11 @@ pub struct Doc {
 }
 
 impl Doc {
+    /// The document as JSON. Built on each call: documents are kept by the thousand, their JSON only while checked.
+    pub fn json(&self) -> serde_json::Value {
+        self.root.to_json()
+    }
+
     /// Where the document starts.
     pub fn start(&self) -> Pos {
         match &self.root.value {
@@ -77,24 +80,11 @@ fn problem(code: &'static str, rule: &str, path: &[&str], message: String) -> Pr
 
 /// Parses every input and classifies its documents.
 ///
-/// Inputs are parsed on up to `threads` threads, a share of the files each; the result is in input order.
+/// Inputs are parsed on up to `threads` threads, a file at a time; the result is in input order.
 pub fn parse(inputs: &[Input<'_>], limits: &Limits, threads: usize) -> Documents {
     let indexed: Vec<(usize, &Input<'_>)> = inputs.iter().enumerate().collect();
-    if threads <= 1 || indexed.len() < 2 {
-        return parse_share(&indexed, limits);
-    }
-    let chunk = indexed.len().div_ceil(threads);
-    let shares: Vec<Documents> = std::thread::scope(|s| {
-        let handles: Vec<_> = indexed
-            .chunks(chunk)
-            .map(|share| s.spawn(move || parse_share(share, limits)))
-            .collect();
-        handles
-            .into_iter()
-            .zip(indexed.chunks(chunk))
-            // A panic in one share must not lose the others: parse that share again here.
-            .map(|(h, share)| h.join().unwrap_or_else(|_| parse_share(share, limits)))
-            .collect()
+    let shares = super::parallel::map_ordered(&indexed, threads, 1, |one| {
+        parse_share(std::slice::from_ref(one), limits)
     });
     let mut out = Documents::default();
     for mut share in shares {
@@ -173,8 +163,7 @@ fn classify(input: usize, file: &str, d: yaml::Document, findings: &mut Vec<Find
         );
         return None;
     }
-    let json = d.root.to_json();
-    let field = |k: &str| json.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let field = |k: &str| d.root.get(k).and_then(Node::as_str).map(str::to_owned);
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     let (Some(api_version), Some(kind)) = (api_version, kind) else {
         let missing = if field("apiVersion").is_none() {
@@ -224,16 +213,17 @@ fn classify(input: usize, file: &str, d: yaml::Document, findings: &mut Vec<Find
         }
         _ => Class::Other,
     };
-    let name = json
-        .pointer("/metadata/name")
-        .and_then(serde_json::Value::as_str)
+    let name = d
+        .root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
         .unwrap_or_default()
         .to_owned();
     Some(Doc {
         input,
         index: d.index,
         root: d.root,
-        json,
         class,
         api_version,
         kind,

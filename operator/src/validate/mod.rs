@@ -10,6 +10,7 @@ pub mod inputs;
 pub mod jsonschema;
 pub mod kube;
 pub mod output;
+pub(crate) mod parallel;
 
 pub use engine::{Options, Outcome, check};
 pub use finding::{Finding, Severity};
