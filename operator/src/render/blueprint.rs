@@ -201,13 +201,64 @@ fn inlinable(partial: &str) -> bool {
         && !["{{>", "{{#>", "{{*", "{{#*", "~", "@partial-block", "../", "{{{{"]
             .iter()
             .any(|s| partial.contains(s))
+        && partial.lines().all(lines_up)
+        && !empty_after_tag(partial)
+}
+
+/// Whether an empty line starts the partial or follows a block tag standing alone: Handlebars writes it
+/// without indentation (it does indent every other empty line), a partial written in with it.
+fn empty_after_tag(partial: &str) -> bool {
+    let mut after_tag = true;
+    partial.lines().any(|line| {
+        let body = line.trim();
+        let empty = line.trim_end_matches('\r').is_empty();
+        let found = empty && after_tag;
+        after_tag = body.starts_with("{{");
+        found
+    })
+}
+
+/// Whether the output of a partial's line starts where the line does. Handlebars indents a partial's output
+/// line by line, a partial written in is indented line by line of its text, and the two agree when each
+/// line either starts with text (Handlebars does not always indent a value or a helper's output that starts
+/// a line) or is one block tag or comment standing alone (which Handlebars drops whole), and every other
+/// block opens and closes on one line (a block whose body spans lines, repeated or left out, starts output
+/// lines in the middle of the text's lines).
+fn lines_up(line: &str) -> bool {
+    let body = line.trim();
+    if body.starts_with("{{") {
+        return body.ends_with("}}")
+            && body.matches("{{").count() == 1
+            && ["{{#", "{{/", "{{^", "{{else", "{{!"]
+                .iter()
+                .any(|t| body.starts_with(t));
+    }
+    let mut depth = 0usize;
+    for (at, _) in line.match_indices("{{") {
+        let tag = &line[at + 2..];
+        if tag.starts_with("else") || tag.starts_with("^}}") {
+            if depth == 0 {
+                return false;
+            }
+        } else if tag.starts_with('#') || tag.starts_with('^') {
+            depth += 1;
+        } else if tag.starts_with('/') {
+            let Some(d) = depth.checked_sub(1) else { return false };
+            depth = d;
+        } else if tag.starts_with('!') && !tag.contains("}}") {
+            // A comment that goes on past its line.
+            return false;
+        }
+    }
+    depth == 0
 }
 
 /// The template's text with each top-level, stand-alone `{{> name}}` line replaced by the partial's lines,
 /// each indented as that line is, and where they stand; `None` when no partial can be written in.
 fn inline_partials(source: &str, partials: &BTreeMap<&str, &str>) -> Option<(String, Vec<Inlined>)> {
-    // Inline partials and decorators of the template itself would change which partial a name means.
-    if source.contains("{{*") || source.contains("{{#*") {
+    // Inline partials and decorators of the template itself would change which partial a name means, and
+    // whitespace control next to a `{{> name}}` line would trim the partial's own text once written in.
+    if ["{{*", "{{#*", "{{~", "~}}"].iter().any(|s| source.contains(s)) {
         return None;
     }
     let compiled = Template::compile(source).ok()?;
@@ -471,5 +522,97 @@ mod tests {
             assert_eq!(ours, theirs);
             assert_eq!((ours.0.as_str(), ours.1, ours.2), at);
         }
+    }
+
+    #[test]
+    fn partials_written_in_render_and_fail_as_included_whatever_their_shape() {
+        let partials = [
+            "{{json a}}\nb: 1\n",
+            "a: 1\n\nb: 2\n",
+            "a: 1\n   \nb: 2\n",
+            "{{#each xs}}\n- {{this}}\n{{/each}}\n",
+            "{{! comment }}\na: 1\n",
+            "{{#if f}}\na: 1\n{{else}}\na: 2\n{{/if}}\n",
+            "a: 1\r\nb: 2\r\n",
+            "{{#each xs}}{{this}}\n{{/each}}\n",
+            "a: {{x}}\n{{#if f}}b: {{x}}\n{{/if}}\n",
+            "{{#with o}}\nk: {{v}}\n{{/with}}\n",
+            "{{@root.x}}\n",
+            "{{#each xs}}\n  {{@index}}: {{this}}\n{{/each}}\n",
+            "{{lookup o \"v\"}}\n",
+            "{{#each xs}}\n{{#if @first}}\nfirst: {{this}}\n{{/if}}\n{{/each}}\n",
+            "k: |\n  line\n  {{x}}\n",
+            "{{!-- multi\nline --}}\na: 1\n",
+            "{{x}}: {{x}}\n",
+            "\n",
+            "  a: 1\n",
+            "{{#unless f}}\nx\n{{/unless}}\nz: {{x}}\n",
+            "{{#each o}}\n{{@key}}: {{this}}\n{{/each}}\n",
+            "{{#each xs as |v|}}\n- {{v}}\n{{/each}}\n",
+            "{{this.x}}\n",
+            "{{.}}\n",
+        ];
+        let templates = [
+            "top:\n  {{> p}}\nend: 1\n",
+            "top:\n\t{{> p}}\nend: 1\n",
+            "{{> p}}\n",
+            "a: {{json x~}}\n  {{> p}}\nend: 1\n",
+            "a: {{json x}}   \n  {{> p}}\nend: 1\n",
+            "a: 1\n  {{> p}}\n  {{> p}}\n",
+            "{{#if f}}\n{{/if}}\n  {{> p}}\n",
+            "x: 1\n  {{>p}}\n",
+            "  {{> p }}\n",
+            "a:\n  {{> p}}\r\nb: 1\r\n",
+            "{{#*inline \"q\"}}x{{/inline}}\n  {{> p}}\n",
+            "a: 1\n  {{> p}}",
+            "a: |\n  {{> p}}\n",
+            "a: 1 {{! c }}\n  {{> p}}\n",
+        ];
+        let datas = [
+            serde_json::json!({"x": "v", "a": {"k": "v"}, "xs": ["a", "b"], "f": true, "o": {"v": "w"}}),
+            serde_json::json!({"x": "v", "a": {"k": "v"}, "xs": [], "f": false, "o": {}}),
+            serde_json::json!({"a": {"k": "v"}, "xs": ["a", "b", "c"], "f": true, "o": {"v": "w", "u": "z"}}),
+            serde_json::json!({"x": "v", "xs": [{"y": 1}], "f": true}),
+        ];
+        let mut bad = Vec::new();
+        let mut inlined = 0;
+        for data in &datas {
+            for (pi, p) in partials.iter().enumerate() {
+                for (ti, t) in templates.iter().enumerate() {
+                    let files = [("_p.hbs", *p), ("t.yaml.hbs", *t)];
+                    let Ok(bp) = LoadedBlueprint::compile("t", spec(&files)) else {
+                        continue;
+                    };
+                    let plain = handlebars_way(&files);
+                    inlined += usize::from(bp.inlined.contains_key("t.yaml.hbs"));
+                    let pos = |e: handlebars::RenderError, ours: bool| {
+                        let name = e.template_name.clone().unwrap_or_default();
+                        let (l, c) = (e.line_no.unwrap_or(0), e.column_no.unwrap_or(0));
+                        let at = if ours {
+                            bp.source_position(&name, l, c)
+                        } else {
+                            (name, l, c)
+                        };
+                        format!("{at:?} {}", e.reason())
+                    };
+                    let ours = bp.registry().render("t.yaml.hbs", data).map_err(|e| pos(e, true));
+                    let theirs = plain.render("t.yaml.hbs", data).map_err(|e| pos(e, false));
+                    if ours != theirs {
+                        bad.push(format!(
+                            "p{pi} t{ti} inlined={:?}\n ours={ours:?}\n theirs={theirs:?}",
+                            bp.inlined.contains_key("t.yaml.hbs")
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(inlined > 300, "most of these are written in ({inlined})");
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn the_shipped_pod_partials_are_written_in() {
+        assert!(inlinable(include_str!("../../../templates/web/_pod.hbs")));
+        assert!(inlinable(include_str!("../../../templates/worker/_pod.hbs")));
     }
 }

@@ -532,7 +532,17 @@ fn is_plain_safe(s: &str) -> bool {
         first,
         b'0'..=b'9' | b'.' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'y' | b'Y' | b'o' | b'O'
     );
-    !maybe_other || (first.is_ascii_alphabetic() && bytes.len() > 5) || plain_is_string(s)
+    !maybe_other
+        || (first.is_ascii_alphabetic() && bytes.len() > 5)
+        || (plain_is_string(s) && !yaml_1_1_number_or_time(bytes))
+}
+
+/// Whether YAML 1.1 parsers (the kube-apiserver's and kubectl's among them) may read a plain scalar starting
+/// with a digit or a dot as a number or a timestamp where YAML 1.2 reads a string: digits grouped with `_`
+/// (`1_000`), binary (`0b101`), base 60 (`1:20`, `190:20:30.5`) and dates (`2001-12-14`).
+fn yaml_1_1_number_or_time(bytes: &[u8]) -> bool {
+    let date = bytes.len() >= 8 && bytes[..4].iter().all(u8::is_ascii_digit) && bytes[4] == b'-';
+    date || bytes.starts_with(b"0b") || bytes.starts_with(b"0B") || bytes.iter().any(|b| matches!(b, b'_' | b':'))
 }
 
 #[cfg(test)]
@@ -623,6 +633,31 @@ mod tests {
         ] {
             let v = json!({ "k": s, s: 1 });
             assert_eq!(round_trip(&v), v, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn strings_yaml_1_1_reads_as_numbers_or_dates_are_quoted() {
+        for s in [
+            "1_000",
+            "0b101",
+            "0B1",
+            "1:20",
+            "190:20:30",
+            "190:20:30.15",
+            "2001-12-14",
+            "2001-12-14t21:59:43.10-05:00",
+            "1_0.5",
+            ".5_0",
+            "0_1",
+        ] {
+            let text = to_yaml(&json!({ "k": s, s: 1 })).expect("writes");
+            assert_eq!(text.matches('"').count(), 4, "{s:?} in {text}");
+            assert_eq!(round_trip(&json!({ "k": s })), json!({ "k": s }));
+        }
+        for s in ["1.4.2", "250m", "1Gi", "10.0.0.1", "2001-12", "8080"] {
+            let text = to_yaml(&json!({ "k": s })).expect("writes");
+            assert_eq!(round_trip(&json!({ "k": s })), json!({ "k": s }), "{s:?} in {text}");
         }
     }
 
