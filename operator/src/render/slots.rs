@@ -325,10 +325,28 @@ fn type_name(v: &Value) -> &'static str {
 const PER_TEMPLATE: usize = 256;
 
 /// Parsed skeletons by template and text, shared by every render of one Blueprint.
+///
+/// Renders on several threads share it: the text (often kilobytes) is hashed before the lock is taken, so the
+/// lock is held only for a map lookup and one comparison.
 #[derive(Debug, Default)]
 pub struct Skeletons {
-    by_template: Mutex<HashMap<String, HashMap<String, Arc<Skeleton>>>>,
+    /// Template name → hash of the text → the texts of that hash and their skeletons.
+    by_template: Mutex<HashMap<String, ByHash>>,
 }
+
+/// The skeletons of one template: hash of the text → the texts of that hash and their skeletons.
+type ByHash = HashMap<u64, Vec<(String, Arc<Skeleton>)>>;
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = SKELETON_HASH.build_hasher();
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// One hasher seed for the whole process: hashes are compared across threads.
+static SKELETON_HASH: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+    std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
 
 impl Skeletons {
     /// The parsed skeleton of `text` rendered by `template`, parsed now if it is new.
@@ -338,23 +356,28 @@ impl Skeletons {
         text: &str,
         limits: &yaml::Limits,
     ) -> Result<Arc<Skeleton>, SkeletonError> {
+        let hash = text_hash(text);
         let cached = self
             .by_template
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(template)
-            .and_then(|t| t.get(text))
-            .cloned();
+            .and_then(|t| t.get(&hash))
+            .and_then(|same| same.iter().find(|(t, _)| t == text))
+            .map(|(_, s)| Arc::clone(s));
         if let Some(s) = cached {
             return Ok(s);
         }
         let parsed = Arc::new(Skeleton::parse(text, limits)?);
         let mut all = self.by_template.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = all.entry(template.to_owned()).or_default();
-        if kept.len() >= PER_TEMPLATE {
+        if kept.values().map(Vec::len).sum::<usize>() >= PER_TEMPLATE {
             kept.clear();
         }
-        kept.insert(text.to_owned(), Arc::clone(&parsed));
+        let same = kept.entry(hash).or_default();
+        if !same.iter().any(|(t, _)| t == text) {
+            same.push((text.to_owned(), Arc::clone(&parsed)));
+        }
         Ok(parsed)
     }
 
@@ -364,7 +387,8 @@ impl Skeletons {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(HashMap::len)
+            .flat_map(HashMap::values)
+            .map(Vec::len)
             .sum()
     }
 
