@@ -263,16 +263,7 @@ fn a_syn_on_a_known_tuple_is_decided_by_the_rules_in_force() {
     );
     let syn = testrun::ipv4_packet_flags(src, dst, 6, 42000, 80, TCP_SYN);
     let ack = testrun::ipv4_packet_flags(src, dst, 6, 42000, 80, TCP_ACK);
-    let run = |m: &mut Model, pkt: &[u8]| {
-        let dp = m.datapath.as_mut().expect("datapath");
-        let p: &aya::programs::SchedClassifier = dp
-            .ebpf()
-            .program("plinth_to_pod")
-            .expect("prog")
-            .try_into()
-            .expect("classifier");
-        testrun::run(p, ifindex, pkt, 1).expect("test run").0
-    };
+    let run = |m: &mut Model, pkt: &[u8]| run_to_pod(m, ifindex, pkt);
     assert_eq!(run(&mut m, &syn), TC_ACT_OK, "allowed SYN");
     assert_eq!(run(&mut m, &ack), TC_ACT_OK, "established ACK");
 
@@ -305,11 +296,7 @@ fn a_bare_syn_is_never_a_reply_but_a_syn_ack_is() {
         m.world.pods[xa].ipv4().expect("IPv4"),
         m.world.pods[yb].ipv4().expect("IPv4"),
     );
-    let run = |m: &mut Model, prog: &str, pkt: &[u8]| {
-        let dp = m.datapath.as_mut().expect("datapath");
-        let p: &aya::programs::SchedClassifier = dp.ebpf().program(prog).expect("prog").try_into().expect("classifier");
-        testrun::run(p, ifindex, pkt, 1).expect("test run").0
-    };
+    let run = |m: &mut Model, prog: &str, pkt: &[u8]| run_prog(m, prog, ifindex, pkt);
     // x/a opens a connection to y/b: its egress is open, the flow enters conntrack.
     let out = testrun::ipv4_packet_flags(a, b, 6, 43100, 80, TCP_SYN);
     assert_eq!(run(&mut m, "plinth_from_pod", &out), TC_ACT_OK, "a -> b SYN");
@@ -518,13 +505,13 @@ fn written_entry_by_entry_the_same_change_shows_packets_a_mixed_state() {
 
 /// Runs x/a's ingress program on `pkt` once; the verdict.
 fn run_to_pod(m: &mut Model, ifindex: u32, pkt: &[u8]) -> u32 {
+    run_prog(m, "plinth_to_pod", ifindex, pkt)
+}
+
+/// Runs program `prog` once on `pkt` seen on `ifindex`; the verdict.
+fn run_prog(m: &mut Model, prog: &str, ifindex: u32, pkt: &[u8]) -> u32 {
     let dp = m.datapath.as_mut().expect("datapath");
-    let p: &aya::programs::SchedClassifier = dp
-        .ebpf()
-        .program("plinth_to_pod")
-        .expect("prog")
-        .try_into()
-        .expect("classifier");
+    let p: &aya::programs::SchedClassifier = dp.ebpf().program(prog).expect("prog").try_into().expect("classifier");
     plinth_policies::testrun::run(p, ifindex, pkt, 1).expect("test run").0
 }
 

@@ -67,6 +67,25 @@ fn blueprints() -> Store<GuardedBlueprint> {
     store
 }
 
+/// Asserts that the requests other than reads wrote only the Application's status, once (and perhaps an Event).
+fn assert_only_the_status_written(log: &Arc<Mutex<Vec<String>>>) {
+    let requests = log.lock().expect("log").clone();
+    assert!(
+        requests
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
+            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
+        "only the status (and an Event): {requests:#?}"
+    );
+    assert_eq!(
+        count(
+            log,
+            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
+        ),
+        1
+    );
+}
+
 fn count(log: &Arc<Mutex<Vec<String>>>, prefix: &str) -> usize {
     log.lock()
         .expect("log")
@@ -165,21 +184,7 @@ async fn a_missing_blueprint_writes_only_the_status() {
     let ctx = Context::for_tests(client, empty, WriteGate::always());
     let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
     assert_eq!(done, Done::Failed);
-    let requests = log.lock().expect("log").clone();
-    let writes: Vec<&String> = requests.iter().filter(|r| !r.starts_with("GET ")).collect();
-    assert!(
-        writes
-            .iter()
-            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
-        "only the status (and an Event): {requests:#?}"
-    );
-    assert_eq!(
-        count(
-            &log,
-            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
-        ),
-        1
-    );
+    assert_only_the_status_written(&log);
 }
 
 #[tokio::test]
@@ -200,21 +205,7 @@ async fn an_unreadable_blueprint_writes_only_the_status_of_its_applications() {
     let ctx = Context::for_tests(client, store, WriteGate::always());
     let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
     assert_eq!(done, Done::Failed);
-    let requests = log.lock().expect("log").clone();
-    assert!(
-        requests
-            .iter()
-            .filter(|r| !r.starts_with("GET "))
-            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
-        "only the status (and an Event): {requests:#?}"
-    );
-    assert_eq!(
-        count(
-            &log,
-            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
-        ),
-        1
-    );
+    assert_only_the_status_written(&log);
 }
 
 /// A store holding the bundled `web` Blueprint with a rollout, and `status.rollout` as given.
@@ -249,21 +240,7 @@ async fn applications_wait_for_the_first_revision_of_a_rollout_then_report_it_mi
         .insert("u-1".into(), Instant::now() - FIRST_REVISION_GRACE);
     let done = reconcile_app(&app(), &ctx).await.expect("reported, not an error");
     assert_eq!(done, Done::Failed);
-    let requests = log.lock().expect("log").clone();
-    assert!(
-        requests
-            .iter()
-            .filter(|r| !r.starts_with("GET "))
-            .all(|r| r.ends_with("/applications/shop/status") || r.contains("/events")),
-        "only the status (and an Event): {requests:#?}"
-    );
-    assert_eq!(
-        count(
-            &log,
-            "PATCH /apis/plinth.dev/v1alpha1/namespaces/team/applications/shop/status"
-        ),
-        1
-    );
+    assert_only_the_status_written(&log);
 }
 
 #[tokio::test]
