@@ -178,6 +178,20 @@ impl LoadedBlueprint {
         (template.to_owned(), line - shift, col)
     }
 
+    /// The file a template or partial name stands for: a partial's name (`pod`, as Handlebars reports it) is its
+    /// file (`_pod.hbs`); any other name is a file already.
+    pub(crate) fn file_of(&self, name: &str) -> String {
+        if self.spec.templates.contains_key(name) {
+            return name.to_owned();
+        }
+        self.spec
+            .templates
+            .keys()
+            .find(|file| partial_name(file) == Some(name))
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
     /// Names of the templates that render objects, in name order.
     pub fn object_templates(&self) -> &[String] {
         &self.object_templates
@@ -456,6 +470,32 @@ mod tests {
             registered.expect("compiles");
         }
         hb
+    }
+
+    #[test]
+    fn a_failure_in_a_partial_is_reported_in_its_file() {
+        let templates = [
+            ("_pod.hbs", "labels: {{json app.labels}}\nimage: {{image}}\n"),
+            ("deploy.yaml.hbs", "kind: Deployment\nspec:\n  {{> pod}}\n"),
+            (
+                "inside.yaml.hbs",
+                "kind: ConfigMap\n{{#if app}}\ndata:\n  {{> pod}}\n{{/if}}\n",
+            ),
+        ];
+        let bp = LoadedBlueprint::compile("t", spec(&templates)).expect("compiles");
+        assert_eq!(bp.file_of("pod"), "_pod.hbs");
+        assert_eq!(bp.file_of("deploy.yaml.hbs"), "deploy.yaml.hbs");
+        let data = serde_json::json!({"app": {"labels": {"a": "b"}}});
+        // Written into its template, and included by Handlebars: the problem names `_pod.hbs`, line 2.
+        for template in ["deploy.yaml.hbs", "inside.yaml.hbs"] {
+            let e = bp.registry().render(template, &data).expect_err("image is missing");
+            let problem = super::super::engine::template_error(&bp, template, &e);
+            assert!(
+                matches!(&problem.location, Location::Template { template, line: 2, .. } if template == "_pod.hbs"),
+                "{template}: {:?}",
+                problem.location
+            );
+        }
     }
 
     #[test]

@@ -285,7 +285,7 @@ fn internal(bp: &str, message: String) -> Problem {
     }
 }
 
-fn template_error(bp: &LoadedBlueprint, template: &str, e: &handlebars::RenderError) -> Problem {
+pub(super) fn template_error(bp: &LoadedBlueprint, template: &str, e: &handlebars::RenderError) -> Problem {
     let clamp = |v: usize| u32::try_from(v).unwrap_or(1);
     // Positions in a partial written into the template are reported in the partial, as Handlebars would.
     let name = e.template_name.as_deref().unwrap_or(template);
@@ -294,6 +294,8 @@ fn template_error(bp: &LoadedBlueprint, template: &str, e: &handlebars::RenderEr
         Some(line) => bp.source_position(name, line, col),
         None => (name.to_owned(), 1, col),
     };
+    // Named by its file, as every other problem of a Blueprint is: `_pod.hbs`, not the partial's name `pod`.
+    let file = bp.file_of(&file);
     let (reason, hint) = match e.reason() {
         handlebars::RenderErrorReason::MissingVariable(path) => (
             format!("`{}` does not exist in the template context", path.as_deref().unwrap_or("?")),
