@@ -69,6 +69,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetnsError {
     move |source| NetnsError::Io { what, source }
 }
 
+/// Sets `key` to `val` with sysctl in network namespace `ns`.
+fn sysctl(ns: &str, key: &str, val: &str) -> Result<String, NetnsError> {
+    ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")])
+}
+
 /// Runs `ip` with arguments.
 pub fn ip(args: &[&str]) -> Result<String, NetnsError> {
     let out = Command::new("ip")
@@ -148,21 +153,26 @@ pub struct TestNet {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestNet {
-    /// Creates a node namespace and `n` dual-stack pod namespaces with
-    /// addresses 198.18.0.10, .11, ... and 2001:2::10, ::11, ... ([`pod_ipv6`];
-    /// `n` ≤ 200), each with a host route on the node (/32 and /128).
-    pub fn new(n: usize) -> Result<Self, NetnsError> {
+    /// A test network of its node namespace alone, and the tag its namespaces are named with.
+    fn node_only() -> Result<(Self, String), NetnsError> {
         let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let node = format!("plinth-{tag}-node");
-        let mut net = Self {
+        let net = Self {
             node: node.clone(),
             pods: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             servers: Vec::new(),
         };
         ip(&["netns", "add", &node])?;
-        let sysctl =
-            |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
+        Ok((net, tag))
+    }
+
+    /// Creates a node namespace and `n` dual-stack pod namespaces with
+    /// addresses 198.18.0.10, .11, ... and 2001:2::10, ::11, ... ([`pod_ipv6`];
+    /// `n` ≤ 200), each with a host route on the node (/32 and /128).
+    pub fn new(n: usize) -> Result<Self, NetnsError> {
+        let (mut net, tag) = Self::node_only()?;
+        let node = net.node.clone();
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         sysctl(&node, "net.ipv4.conf.all.rp_filter", "0")?;
         sysctl(&node, "net.ipv4.conf.default.rp_filter", "0")?;
@@ -255,17 +265,8 @@ impl TestNet {
     }
 
     fn bridged(n: usize, dual: bool) -> Result<Self, NetnsError> {
-        let tag = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        let node = format!("plinth-{tag}-node");
-        let mut net = Self {
-            node: node.clone(),
-            pods: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            servers: Vec::new(),
-        };
-        ip(&["netns", "add", &node])?;
-        let sysctl =
-            |ns: &str, key: &str, val: &str| ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={val}")]);
+        let (mut net, tag) = Self::node_only()?;
+        let node = net.node.clone();
         if !dual {
             sysctl(&node, "net.ipv6.conf.all.disable_ipv6", "1")?;
             sysctl(&node, "net.ipv6.conf.default.disable_ipv6", "1")?;
