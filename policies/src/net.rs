@@ -84,6 +84,13 @@ impl Prefix {
         Self::new(addr, width(addr))
     }
 
+    /// The last address inside (the first is `addr`).
+    pub fn last(&self) -> IpAddr {
+        let w = width(self.addr);
+        let all = if w == 128 { u128::MAX } else { (1u128 << w) - 1 };
+        from_bits(self.addr.is_ipv4(), bits(self.addr) | (all & !mask(self.len, w)))
+    }
+
     /// Whether this is an IPv6 prefix.
     pub fn is_ipv6(&self) -> bool {
         self.addr.is_ipv6()

@@ -37,7 +37,7 @@ impl Block {
 
     /// Whether every address of `p` is in the block, assuming `p` is not
     /// split by any prefix of the block (true for ipcache prefixes).
-    fn covers_region(&self, p: &Prefix) -> bool {
+    pub(super) fn covers_region(&self, p: &Prefix) -> bool {
         self.cidr.covers(p) && !self.except.iter().any(|e| e.covers(p))
     }
 

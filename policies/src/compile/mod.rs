@@ -6,12 +6,14 @@
 pub mod diff;
 pub mod entries;
 pub mod identity;
+pub mod incremental;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use diff::{Diff, MapDiff, diff, map_diff};
 pub use entries::RangeKey;
 pub use identity::{Block, Identities, IdentityKey};
+pub use incremental::Compiler;
 
 use crate::abi::{
     DIR_INGRESS, EP_ANY_PEER_EGRESS, EP_ANY_PEER_INGRESS, EP_WILD_PORT_EGRESS, EP_WILD_PORT_INGRESS, Endpoint, ID_ANY,

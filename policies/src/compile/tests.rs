@@ -16,21 +16,21 @@ use crate::reference::{self, Connection};
 use crate::scenario::model_world;
 
 /// The model's IPv4 address of pod `i`.
-fn v4(i: usize) -> IpAddr {
+pub(super) fn v4(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + i as u8))
 }
 
 /// The model's IPv6 address of pod `i`: 2001:2::10, 2001:2::11, ...
-fn v6(i: usize) -> IpAddr {
+pub(super) fn v6(i: usize) -> IpAddr {
     IpAddr::V6(format!("2001:2::{}", 10 + i).parse::<Ipv6Addr>().expect("address"))
 }
 
 /// The model world, every pod dual-stack.
-fn world() -> World {
+pub(super) fn world() -> World {
     model_world(|i| vec![v4(i), v6(i)], |i| Some(format!("veth{i}")))
 }
 
-fn np(yaml: &str) -> NetworkPolicy {
+pub(super) fn np(yaml: &str) -> NetworkPolicy {
     serde_saphyr::from_str(yaml).expect("policy yaml")
 }
 
@@ -379,7 +379,7 @@ fn arb_policy() -> impl Strategy<Value = String> {
         })
 }
 
-fn arb_world() -> impl Strategy<Value = World> {
+pub(super) fn arb_world() -> impl Strategy<Value = World> {
     (
         prop::collection::vec(arb_policy(), 0..4),
         prop::collection::vec(any::<bool>(), 9),
