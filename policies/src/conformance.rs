@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aya::programs::SchedClassifier;
 
-use crate::compile::{Compiled, compile};
+use crate::compile::{Compiled, Compiler};
 use crate::load::{Config, Datapath, LoadError};
 use crate::netns::{self, NetnsError, TestNet};
 use crate::scenario::{self, IpFamily, MODEL_PORTS, Probe, ProbeResult, Scenario, ScenarioError, Table};
@@ -71,8 +71,8 @@ pub struct Model {
     pub datapath: Option<Datapath>,
     /// The current world.
     pub world: World,
-    /// The last compilation applied.
-    pub compiled: Option<Compiled>,
+    /// The compiler, as the agent runs it: each world compiled by difference with the last.
+    pub compiler: Compiler,
     /// Pin directory of this run.
     pub pin_dir: PathBuf,
     next_sctp_port: u16,
@@ -108,7 +108,7 @@ impl Model {
             net,
             datapath: Some(datapath),
             world,
-            compiled: None,
+            compiler: Compiler::new(),
             pin_dir,
             next_sctp_port: 30000,
         })
@@ -116,14 +116,17 @@ impl Model {
 
     /// Compiles the current world and applies the difference.
     pub fn apply(&mut self) -> Result<crate::load::ApplyReport, RunError> {
-        let c = compile(&self.world, self.compiled.as_ref());
         let dp = self.datapath.as_mut().ok_or_else(|| LoadError::Map {
             name: "datapath",
             reason: "unloaded".into(),
         })?;
-        let r = dp.apply(&c)?;
-        self.compiled = Some(c);
-        Ok(r)
+        let d = self.compiler.update(self.world.clone());
+        Ok(dp.apply_diff(self.compiler.compiled(), &d)?)
+    }
+
+    /// The last compilation applied.
+    pub fn compiled(&self) -> &Compiled {
+        self.compiler.compiled()
     }
 
     /// Probes every ordered pair of distinct pods.

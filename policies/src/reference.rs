@@ -145,7 +145,12 @@ pub fn allowed(world: &World, c: &Connection) -> bool {
     let src_pod = world.pods.iter().find(|p| p.ips.contains(&c.src));
     let dst_pod = world.pods.iter().find(|p| p.ips.contains(&c.dst));
     let egress_ok = src_pod.is_none_or(|sp| {
-        let pols: Vec<&NetworkPolicy> = world.policies.iter().filter(|np| applies(np, sp, true)).collect();
+        let pols: Vec<&NetworkPolicy> = world
+            .policies
+            .iter()
+            .map(|p| &**p)
+            .filter(|np| applies(np, sp, true))
+            .collect();
         pols.is_empty()
             || pols.iter().any(|np| {
                 np.spec.iter().flat_map(|s| s.egress.iter().flatten()).any(|rule| {
@@ -161,7 +166,12 @@ pub fn allowed(world: &World, c: &Connection) -> bool {
             })
     });
     let ingress_ok = dst_pod.is_none_or(|dp| {
-        let pols: Vec<&NetworkPolicy> = world.policies.iter().filter(|np| applies(np, dp, false)).collect();
+        let pols: Vec<&NetworkPolicy> = world
+            .policies
+            .iter()
+            .map(|p| &**p)
+            .filter(|np| applies(np, dp, false))
+            .collect();
         pols.is_empty()
             || pols.iter().any(|np| {
                 np.spec.iter().flat_map(|s| s.ingress.iter().flatten()).any(|rule| {

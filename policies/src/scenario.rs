@@ -273,7 +273,7 @@ pub fn apply_step(world: &mut World, step: &Step, path: &str) -> Result<(), Scen
     for np in &step.apply {
         let k = key(np);
         world.policies.retain(|old| key(old) != k);
-        world.policies.push(np.clone());
+        world.policies.push(std::sync::Arc::new(np.clone()));
     }
     for pl in &step.pod_labels {
         let (ns, name) = pl

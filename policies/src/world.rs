@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
@@ -147,9 +148,12 @@ pub struct World {
     /// Pods.
     #[serde(default)]
     pub pods: Vec<Pod>,
-    /// NetworkPolicies.
+    /// NetworkPolicies, shared: a world built from the previous one shares
+    /// the policies that did not change (the Kubernetes source shares them
+    /// with its watch cache), so copying a world and finding what changed
+    /// cost a pointer per policy.
     #[serde(default)]
-    pub policies: Vec<NetworkPolicy>,
+    pub policies: Vec<Arc<NetworkPolicy>>,
 }
 
 /// A world file could not be read.

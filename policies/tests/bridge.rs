@@ -103,12 +103,12 @@ fn only_p1_into_p0(net: &TestNet, ips: impl Fn(&PodNet) -> Vec<std::net::IpAddr>
             ports: Vec::new(),
         });
     }
-    world.policies.push(
+    world.policies.push(std::sync::Arc::new(
         serde_saphyr::from_str(
             "metadata: {name: only-p1, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: p0}}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: p1}}}]}]",
         )
         .expect("policy"),
-    );
+    ));
     world
 }
 

@@ -16,8 +16,8 @@ use plinth_policies::load::{Config, Datapath};
 use plinth_policies::netns;
 use plinth_policies::scenario::Probe;
 
-fn policy(yaml: &str) -> NetworkPolicy {
-    serde_saphyr::from_str(yaml).expect("policy yaml")
+fn policy(yaml: &str) -> std::sync::Arc<NetworkPolicy> {
+    std::sync::Arc::new(serde_saphyr::from_str(yaml).expect("policy yaml"))
 }
 
 fn tcp80() -> Probe {
@@ -89,7 +89,7 @@ fn restart_keeps_enforcement_and_established_connections() {
         ..Config::default()
     })
     .expect("reload");
-    let compiled = m.compiled.clone().expect("compiled");
+    let compiled = m.compiled().clone();
     let report = dp.apply(&compiled).expect("apply after restart");
     assert_eq!(report.changes(), 0, "restart rewrote entries: {report:?}");
     m.datapath = Some(dp);
@@ -137,6 +137,37 @@ fn one_rule_change_among_ten_thousand_writes_one_entry() {
 }
 
 #[test]
+fn a_diff_that_does_not_start_from_the_maps_is_applied_whole() {
+    let mut m = Model::new().expect("model");
+    let only = |ns: &str, pod: &str, port: u16| {
+        policy(&format!(
+            "metadata: {{name: only, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{ns: {ns}}}}}, podSelector: {{matchLabels: {{pod: {pod}}}}}}}], ports: [{{port: {port}}}]}}]"
+        ))
+    };
+    m.world.policies.push(only("y", "b", 80));
+    m.apply().expect("apply");
+    let (xa, yb, zc) = (pod(&m, "x", "a"), pod(&m, "y", "b"), pod(&m, "z", "c"));
+    // Another compiler's change of rules only (z/c on 81, then on 80): its deletions are not in the maps.
+    let mut other = plinth_policies::compile::Compiler::new();
+    let mut w = m.world.clone();
+    w.policies = vec![only("z", "c", 81)];
+    other.update(w.clone());
+    w.policies = vec![only("z", "c", 80)];
+    let d = other.update(w);
+    assert!(
+        d.ipcache.is_empty() && d.endpoints.is_empty() && d.policy.len() == 2,
+        "{d:?}"
+    );
+    let dp = m.datapath.as_mut().expect("datapath");
+    dp.apply_diff(other.compiled(), &d).expect("apply diff");
+    // Written as the diff, y/b's entry would stay and z/c's port 81 entry (never written) would be "deleted".
+    assert_eq!(dp.state().policy, other.compiled().policy);
+    let t = m.probe(&tcp80(), &Options::default()).expect("probe");
+    assert_eq!(t.cells[zc][xa], Some(true), "{t:?}");
+    assert_eq!(t.cells[yb][xa], Some(false), "{t:?}");
+}
+
+#[test]
 fn full_policy_map_fails_closed_and_names_the_map() {
     netns::ensure_bpffs().expect("bpffs");
     let mut m = Model::new().expect("model");
@@ -170,9 +201,9 @@ fn full_policy_map_fails_closed_and_names_the_map() {
     let closed_pods: Vec<usize> = (0..9)
         .filter(|&i| {
             let ifname = m.world.pods[i].interface.clone().unwrap_or_default();
-            m.compiled
-                .as_ref()
-                .and_then(|c| c.endpoints.get(&ifname))
+            m.compiled()
+                .endpoints
+                .get(&ifname)
                 .is_some_and(|e| report.fail_closed.contains(&e.ep_id))
         })
         .collect();
@@ -353,7 +384,15 @@ fn verdicts(dp: &Datapath, p: &MixedStateProbe) -> Vec<u32> {
 /// the new one (it allows `pod: a` only), but written entry by entry there is
 /// a moment where y/b already has y/c's identity and y/c's old rule is still
 /// there: allowed, a verdict neither policy gives.
-fn mixed_state_worlds(m: &mut Model, ports: u16) -> (Vec<NetworkPolicy>, Vec<NetworkPolicy>, usize, MixedStateProbe) {
+fn mixed_state_worlds(
+    m: &mut Model,
+    ports: u16,
+) -> (
+    Vec<std::sync::Arc<NetworkPolicy>>,
+    Vec<std::sync::Arc<NetworkPolicy>>,
+    usize,
+    MixedStateProbe,
+) {
     let list: String = std::iter::once(80)
         .chain((0..ports).map(|i| 1000 + i))
         .map(|p| format!("{{port: {p}}},"))
@@ -388,8 +427,8 @@ fn mixed_state_worlds(m: &mut Model, ports: u16) -> (Vec<NetworkPolicy>, Vec<Net
 /// verdicts seen during the apply, the apply report, and the old and new verdicts.
 fn apply_while_probing(
     m: &mut Model,
-    old: &[NetworkPolicy],
-    new: &[NetworkPolicy],
+    old: &[std::sync::Arc<NetworkPolicy>],
+    new: &[std::sync::Arc<NetworkPolicy>],
     yb: usize,
     p: &MixedStateProbe,
     update: plinth_policies::load::UpdateMode,
@@ -407,7 +446,7 @@ fn apply_while_probing(
         dp.teardown().expect("teardown");
     }
     m.datapath = Some(Datapath::load(&cfg).expect("load"));
-    m.compiled = None;
+    m.compiler = plinth_policies::compile::Compiler::new();
     m.world.policies = old.to_vec();
     m.world.pods[yb].labels = [("pod".to_owned(), "b".to_owned())].into_iter().collect();
     m.apply().expect("apply old world");
@@ -479,7 +518,7 @@ fn a_large_change_swaps_a_generation_so_every_packet_sees_the_old_or_the_new_pol
     assert!(bad.is_empty(), "verdicts of neither policy during the swap: {bad:?}");
     // The policy is the new one, with every entry and nothing else.
     let dp = m.datapath.as_ref().expect("datapath");
-    let compiled = m.compiled.as_ref().expect("compiled");
+    let compiled = m.compiled();
     assert_eq!(dp.state().policy, compiled.policy);
     assert_eq!(dp.state().ipcache, compiled.identities.ipcache);
 }
@@ -569,8 +608,7 @@ fn expired_conntrack_entries_are_collected_by_the_agent_and_live_ones_kept() {
     assert_eq!(run_to_pod(&mut m, ifindex, &tcp), TC_ACT_OK);
     assert_eq!(run_to_pod(&mut m, ifindex, &udp), TC_ACT_OK);
     let key = |proto: u8, sport: u16| CtKey {
-        ep_id: m.compiled.as_ref().expect("compiled").endpoints[m.world.pods[xa].interface.as_deref().expect("iface")]
-            .ep_id,
+        ep_id: m.compiled().endpoints[m.world.pods[xa].interface.as_deref().expect("iface")].ep_id,
         saddr: src.octets(),
         daddr: dst.octets(),
         sport: sport.to_be(),

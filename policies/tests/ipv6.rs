@@ -37,7 +37,9 @@ struct Fixture {
 fn fixture(policies: &[&str]) -> Fixture {
     let mut m = Model::new().expect("model");
     for p in policies {
-        m.world.policies.push(serde_saphyr::from_str(p).expect("policy yaml"));
+        m.world
+            .policies
+            .push(std::sync::Arc::new(serde_saphyr::from_str(p).expect("policy yaml")));
     }
     m.apply().expect("apply");
     let find = |ns: &str, name: &str| {
@@ -294,7 +296,7 @@ fn ipv6_conntrack_passes_replies_is_collected_and_events_carry_ipv6_addresses() 
 
     // The entry is in plinth_ct6, in the flow's orientation.
     let key = Ct6Key {
-        ep_id: f.m.compiled.as_ref().expect("compiled").endpoint_ids[&("x".to_owned(), "a".to_owned())],
+        ep_id: f.m.compiled().endpoint_ids[&("x".to_owned(), "a".to_owned())],
         saddr: yb.octets(),
         daddr: xa.octets(),
         sport: 40100u16.to_be(),

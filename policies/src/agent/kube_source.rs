@@ -103,7 +103,7 @@ pub fn world_from(
             w.pods[i].interface = interface;
         }
     }
-    w.policies = policies.iter().map(|p| (**p).clone()).collect();
+    w.policies = policies.to_vec();
     w
 }
 

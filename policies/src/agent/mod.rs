@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::compile::{Compiled, compile};
+use crate::compile::Compiler;
 use crate::flows::Flow;
 use crate::load::{Config, Datapath};
 use crate::world::World;
@@ -60,7 +60,7 @@ pub const DEFAULT_CT_GC_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct Names {
     pods: std::collections::HashMap<IpAddr, (String, String)>,
-    compiled: Option<Compiled>,
+    policies: std::collections::HashMap<u32, String>,
 }
 
 impl Names {
@@ -69,7 +69,7 @@ impl Names {
         Flow::from_event(
             e,
             |ip| self.pods.get(&ip).cloned(),
-            |id| self.compiled.as_ref().and_then(|c| c.policy_name(id)),
+            |id| self.policies.get(&id).cloned(),
         )
     }
 }
@@ -181,7 +181,9 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
         }
     }
 
-    let mut prev: Option<Compiled> = None;
+    // Compiles each world by difference with the last: a change costs what it touches.
+    let mut compiler = Compiler::new();
+    let mut compiled_once = false;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut gc_every = opts.ct_gc_interval;
     let gc = tokio::time::sleep(gc_every);
@@ -196,11 +198,28 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                 if matches!(opts.source, Source::File(_)) {
                     resolve_local_interfaces(&mut world);
                 }
-                let compiled = compile(&world, prev.as_ref());
-                for w in &compiled.warnings {
-                    tracing::warn!(warning = %w, "policy not fully honoured");
+                let started = std::time::Instant::now();
+                let diff = compiler.update(world);
+                let stats = compiler.last_stats();
+                if let Some(retired) = compiler.take_retired() {
+                    // Freed off this loop: its cost follows the world's size, not the change.
+                    tokio::task::spawn_blocking(move || drop(retired));
                 }
-                match datapath.apply(&compiled) {
+                let compiled = compiler.compiled();
+                tracing::debug!(
+                    policies = stats.policies,
+                    rules = stats.rules,
+                    pods = stats.pods,
+                    changes = diff.len(),
+                    elapsed_us = started.elapsed().as_micros(),
+                    "compiled"
+                );
+                if stats.policies + stats.rules > 0 {
+                    for w in &compiled.warnings {
+                        tracing::warn!(warning = %w, "policy not fully honoured");
+                    }
+                }
+                match datapath.apply_diff(compiled, &diff) {
                     Ok(report) => {
                         tracing::info!(
                             changes = report.changes(),
@@ -221,18 +240,25 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                         metrics.apply_failed();
                     }
                 }
-                if let Ok(mut n) = names.write() {
-                    n.pods = world
+                if (stats.pods > 0 || stats.policies > 0 || !compiled_once)
+                    && let Ok(mut n) = names.write()
+                {
+                    n.pods = compiler
+                        .world()
                         .pods
                         .iter()
                         .flat_map(|p| p.ips.iter().map(|ip| (*ip, (p.namespace.clone(), p.name.clone()))))
                         .collect();
-                    n.compiled = Some(compiled.clone());
+                    n.policies = compiled
+                        .policy_ids
+                        .iter()
+                        .map(|((ns, name), id)| (*id, format!("{ns}/{name}")))
+                        .collect();
                 }
-                prev = Some(compiled);
+                compiled_once = true;
             }
             _ = tick.tick() => {
-                metrics.refresh(&mut datapath, prev.as_ref());
+                metrics.refresh(&mut datapath, compiled_once.then(|| compiler.compiled()));
             }
             () = &mut gc => {
                 match datapath.ct_gc() {

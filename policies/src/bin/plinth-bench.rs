@@ -4,6 +4,7 @@
 //! Everything runs in network namespaces it creates, with 198.18.0.0/15
 //! and 2001:2::/48 addresses. Needs root, bpffs and iptables.
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -425,8 +426,60 @@ fn conn_bench(rules: usize, secs: u64, rounds: usize) -> anyhow::Result<ConnRow>
 struct UpdateRow {
     plinth_write: Duration,
     plinth_apply: Duration,
+    /// One rule changed among 10,000: in one policy, in 10,000 policies.
+    plinth_incremental: [Incremental; 2],
     iptables_restore: Duration,
     iptables_delete: Duration,
+}
+
+/// Medians of one rule change through the incremental compiler.
+#[derive(Clone, Copy, Debug)]
+struct Incremental {
+    /// `Compiler::update`.
+    compile: Duration,
+    /// `Datapath::apply_diff` of its diff.
+    apply: Duration,
+    /// Freeing the world the update replaced (off the update path in the agent).
+    free: Duration,
+}
+
+/// Runs `worlds` (each one rule apart from the last) through a compiler and `dp`: medians.
+fn incremental_bench(dp: &mut Datapath, worlds: Vec<plinth_policies::world::World>) -> anyhow::Result<Incremental> {
+    let mut compiler = plinth_policies::compile::Compiler::new();
+    let mut worlds = worlds.into_iter();
+    if let Some(w) = worlds.next() {
+        let d = compiler.update(w);
+        dp.apply_diff(compiler.compiled(), &d)?;
+    }
+    let (mut compiles, mut applies, mut frees) = (Vec::new(), Vec::new(), Vec::new());
+    for w in worlds {
+        let start = Instant::now();
+        let d = compiler.update(w);
+        compiles.push(start.elapsed());
+        let start = Instant::now();
+        let r = dp.apply_diff(compiler.compiled(), &d)?;
+        applies.push(start.elapsed());
+        if r.changes() != 2 || r.swapped {
+            bail!(
+                "one rule change made {} map changes (swapped: {})",
+                r.changes(),
+                r.swapped
+            );
+        }
+        let retired = compiler.take_retired();
+        let start = Instant::now();
+        drop(retired);
+        frees.push(start.elapsed());
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    Ok(Incremental {
+        compile: median(compiles),
+        apply: median(applies),
+        free: median(frees),
+    })
 }
 
 /// Changing one rule among 10,000.
@@ -437,52 +490,62 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
     let _cleanup = netns::PinDirGuard(pin_dir.clone());
     let server_if = net.pods[1].host_if.clone();
     let client = net.pods[0].ip;
-    let (plinth_write, plinth_apply) = netns::in_netns(&node, move || -> anyhow::Result<(Duration, Duration)> {
-        let mut dp = Datapath::load(&Config {
-            pin_dir,
-            ..Config::default()
-        })?;
-        dp.apply(&synthetic(10_000, &server_if, Some(client.into()), 80))?;
-        let mut times = Vec::new();
-        for i in 0..21u16 {
-            let b = synthetic(10_000, &server_if, Some(client.into()), 81 + i);
-            let start = Instant::now();
-            let r = dp.apply(&b)?;
-            times.push(start.elapsed());
-            if r.changes() != 2 {
-                bail!("one rule change made {} map changes", r.changes());
-            }
-        }
-        // The map write alone: one bpf_map_update_elem.
-        let mut writes = Vec::new();
-        {
-            let m = dp.generation_mut().policy_mut();
-            for i in 0..1001u16 {
-                let k = PolicyKey {
-                    ep_id: 1,
-                    peer_id: 256,
-                    dir: DIR_INGRESS,
-                    proto: 6,
-                    dport: (2000 + i).to_be(),
-                };
+    let worlds: Vec<plinth_policies::world::World> = (0..22u16)
+        .map(|i| ip_block_world(10_000, 80 + i, &server_if))
+        .collect::<anyhow::Result<_>>()?;
+    let many_worlds = ip_block_policies_worlds(10_000, 22, &server_if)?;
+    type Times = (Duration, Duration, [Incremental; 2]);
+    let (plinth_write, plinth_apply, plinth_incremental) =
+        netns::in_netns(&node, move || -> anyhow::Result<Times> {
+            let mut dp = Datapath::load(&Config {
+                pin_dir,
+                ..Config::default()
+            })?;
+            dp.apply(&synthetic(10_000, &server_if, Some(client.into()), 80))?;
+            let mut times = Vec::new();
+            for i in 0..21u16 {
+                let b = synthetic(10_000, &server_if, Some(client.into()), 81 + i);
                 let start = Instant::now();
-                m.insert(
-                    k,
-                    PolicyValue {
-                        policy_id: 1,
-                        rule: 0,
-                        flags: 0,
-                    },
-                    0,
-                )?;
-                writes.push(start.elapsed());
+                let r = dp.apply(&b)?;
+                times.push(start.elapsed());
+                if r.changes() != 2 {
+                    bail!("one rule change made {} map changes", r.changes());
+                }
             }
-        }
-        dp.teardown()?;
-        times.sort();
-        writes.sort();
-        Ok((writes[writes.len() / 2], times[times.len() / 2]))
-    })??;
+            // The map write alone: one bpf_map_update_elem.
+            let mut writes = Vec::new();
+            {
+                let m = dp.generation_mut().policy_mut();
+                for i in 0..1001u16 {
+                    let k = PolicyKey {
+                        ep_id: 1,
+                        peer_id: 256,
+                        dir: DIR_INGRESS,
+                        proto: 6,
+                        dport: (2000 + i).to_be(),
+                    };
+                    let start = Instant::now();
+                    m.insert(
+                        k,
+                        PolicyValue {
+                            policy_id: 1,
+                            rule: 0,
+                            flags: 0,
+                        },
+                        0,
+                    )?;
+                    writes.push(start.elapsed());
+                }
+            }
+            // End to end through the incremental compiler: one rule changed among 10,000 ipBlock rules, compiled
+            // by difference and written entry by entry; in one policy, then in 10,000 policies of one rule.
+            let one = incremental_bench(&mut dp, worlds)?;
+            let many = incremental_bench(&mut dp, many_worlds)?;
+            dp.teardown()?;
+            times.sort();
+            writes.sort();
+            Ok((writes[writes.len() / 2], times[times.len() / 2], [one, many]))
+        })??;
     let rules = iptables_rules(&net, 10_000, 8080);
     let mut restores: Vec<Duration> = (0..3)
         .map(|_| iptables_restore(&net.node, &rules))
@@ -505,15 +568,20 @@ fn update_bench() -> anyhow::Result<UpdateRow> {
     Ok(UpdateRow {
         plinth_write,
         plinth_apply,
+        plinth_incremental,
         iptables_restore: restores[1],
         iptables_delete,
     })
 }
 
-/// A world of one selected pod accepting `rules` ipBlock peers (a /32 each) on port 80, rule 0 on `port`.
-fn ip_block_world(rules: usize, port: u16) -> anyhow::Result<plinth_policies::world::World> {
+/// A world of one selected pod (on interface `ifname`) accepting `rules` ipBlock peers (a /32 each) on port 80,
+/// rule 0 on `port`.
+fn ip_block_world(rules: usize, port: u16, ifname: &str) -> anyhow::Result<plinth_policies::world::World> {
     let mut y = String::from("namespaces: [{name: x}]\npods:\n");
-    y.push_str("  - {namespace: x, name: s, labels: {app: s}, ip: 198.18.0.2, interface: v0}\n");
+    let _ = writeln!(
+        y,
+        "  - {{namespace: x, name: s, labels: {{app: s}}, ip: 198.18.0.2, interface: {ifname}}}"
+    );
     y.push_str("policies:\n  - metadata: {name: p, namespace: x}\n    spec:\n      podSelector: {matchLabels: {app: s}}\n      ingress:\n");
     for i in 0..rules {
         let p = if i == 0 { port } else { 80 };
@@ -526,14 +594,65 @@ fn ip_block_world(rules: usize, port: u16) -> anyhow::Result<plinth_policies::wo
     Ok(plinth_policies::world::World::from_yaml(&y, "bench world")?)
 }
 
+/// Worlds of one pod (on interface `ifname`) selected by `rules` policies of one ipBlock rule each (a /32 each,
+/// port 80), the first on port 80, 81, ... (`count` worlds). Like the snapshots of the Kubernetes source, they
+/// share every policy but the one that changed.
+fn ip_block_policies_worlds(
+    rules: usize,
+    count: u16,
+    ifname: &str,
+) -> anyhow::Result<Vec<plinth_policies::world::World>> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut y = String::from("namespaces: [{name: x}]\npods:\n");
+    let _ = writeln!(
+        y,
+        "  - {{namespace: x, name: s, labels: {{app: s}}, ip: 198.18.0.2, interface: {ifname}}}\npolicies:"
+    );
+    y.push_str("  - {metadata: {name: p, namespace: x}, spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 0.0.0.0/32}}], ports: [{port: 80}]}]}}\n");
+    let mut base = plinth_policies::world::World::from_yaml(&y, "bench world")?;
+    let template = base.policies.pop().context("the bench world has a policy")?;
+    let policy = |i: usize, port: u16| -> anyhow::Result<Arc<NetworkPolicy>> {
+        let mut np = (*template).clone();
+        np.metadata.name = Some(format!("p{i}"));
+        let rule = np
+            .spec
+            .as_mut()
+            .and_then(|s| s.ingress.as_mut())
+            .and_then(|r| r.first_mut())
+            .context("the template has a rule")?;
+        if let Some(b) = rule
+            .from
+            .as_mut()
+            .and_then(|f| f.first_mut())
+            .and_then(|p| p.ip_block.as_mut())
+        {
+            b.cidr = format!("{}/32", peer_ip(i));
+        }
+        if let Some(p) = rule.ports.as_mut().and_then(|p| p.first_mut()) {
+            p.port = Some(IntOrString::Int(i32::from(port)));
+        }
+        Ok(Arc::new(np))
+    };
+    for i in 0..rules {
+        base.policies.push(policy(i, 80)?);
+    }
+    let mut out = Vec::new();
+    for n in 0..count {
+        let mut w = base.clone();
+        w.policies[0] = policy(0, 80 + n)?;
+        out.push(w);
+    }
+    Ok(out)
+}
+
 /// The whole compiler on a world of `rules` ipBlock rules after one rule changed, and the diff of the two
 /// compilations: medians of 11.
 fn compile_bench(rules: usize) -> anyhow::Result<(Duration, Duration)> {
     use plinth_policies::compile::{compile, diff};
-    let mut prev = compile(&ip_block_world(rules, 80)?, None);
+    let mut prev = compile(&ip_block_world(rules, 80, "v0")?, None);
     let (mut compiles, mut diffs) = (Vec::new(), Vec::new());
     for i in 0..11u16 {
-        let world = ip_block_world(rules, 81 + i)?;
+        let world = ip_block_world(rules, 81 + i, "v0")?;
         let start = Instant::now();
         let next = compile(&world, Some(&prev));
         compiles.push(start.elapsed());
@@ -713,9 +832,34 @@ fn main() -> anyhow::Result<()> {
         let (recompile, diff) = compile_bench(10_000)?;
         let _ = writeln!(
             md,
-            "| Plinth: compiling a world of 10,000 ipBlock rules after one rule changed (median of 11) | {:.3} ms |",
+            "| Plinth: the full compiler on a world of 10,000 ipBlock rules after one rule changed (median of 11) | {:.3} ms |",
             recompile.as_secs_f64() * 1e3
         );
+        for (shape, i) in [
+            ("in one policy", u.plinth_incremental[0]),
+            ("in 10,000 policies of one rule", u.plinth_incremental[1]),
+        ] {
+            let _ = writeln!(
+                md,
+                "| Plinth, one rule changed among 10,000 {shape}: `Compiler::update` (median of 21) | {:.3} ms |",
+                i.compile.as_secs_f64() * 1e3
+            );
+            let _ = writeln!(
+                md,
+                "| Plinth, the same: `Datapath::apply_diff` of its diff (one entry written, one deleted) | {:.3} ms |",
+                i.apply.as_secs_f64() * 1e3
+            );
+            let _ = writeln!(
+                md,
+                "| **Plinth, the same, end to end: compiled and written** | **{:.3} ms** |",
+                (i.compile + i.apply).as_secs_f64() * 1e3
+            );
+            let _ = writeln!(
+                md,
+                "| Plinth, the same: freeing the replaced world (off the update path in the agent) | {:.3} ms |",
+                i.free.as_secs_f64() * 1e3
+            );
+        }
         let _ = writeln!(
             md,
             "| Plinth: diff of the two compilations (median of 11) | {:.3} ms |",

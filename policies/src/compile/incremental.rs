@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -51,6 +52,8 @@ struct Rule {
     block_warnings: Vec<String>,
     /// Compiled, when the policy enforces the direction.
     out: Option<RuleOut>,
+    /// Its peers that select pods by labels, when compiled.
+    selectors: Vec<NetworkPolicyPeer>,
 }
 
 /// One policy.
@@ -114,6 +117,8 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub struct Compiler {
     world: World,
+    /// The world before the last, until taken or replaced.
+    retired: Option<World>,
     stats: Stats,
     out: Compiled,
     policies: BTreeMap<u32, Policy>,
@@ -133,6 +138,8 @@ pub struct Compiler {
     selector_rules: BTreeSet<RuleRef>,
     block_rules: HashMap<String, BTreeSet<RuleRef>>,
     named_egress_rules: BTreeSet<RuleRef>,
+    /// Warnings of the policies that have any.
+    warnings: BTreeMap<Name, Vec<String>>,
     // Identities.
     blocks: BTreeMap<Block, usize>,
     by_cidr: HashMap<Prefix, Vec<(Block, String)>>,
@@ -254,6 +261,14 @@ impl Compiler {
         self.stats
     }
 
+    /// The world the last update replaced. Freeing a world costs time in
+    /// proportion to its size, not to the change: a caller that needs the
+    /// update's latency to follow the change frees it elsewhere (the agent
+    /// does so on a blocking thread). Otherwise the next update frees it.
+    pub fn take_retired(&mut self) -> Option<World> {
+        self.retired.take()
+    }
+
     /// Compiles `world` by difference with the last one; returns the map
     /// entries that changed (keys in order), which the compilation now holds.
     pub fn update(&mut self, world: World) -> Diff {
@@ -266,8 +281,7 @@ impl Compiler {
 
         // 1. What changed in the input.
         let dirty_pods = changed_pods(&old, &world);
-        let new_policies: HashMap<Name, &NetworkPolicy> = world.policies.iter().map(|p| (name_of(p), p)).collect();
-        let (whole, rule_changes) = changed_policies(&old, &new_policies);
+        let (whole, rule_changes, new_policies) = changed_policies(&old, &world);
 
         // 2. ipBlocks: counts of the rules that go and of those that come.
         let mut block_delta: BTreeMap<Block, isize> = BTreeMap::new();
@@ -306,7 +320,7 @@ impl Compiler {
                 }
             }
             if let Some(spec) = new_policies.get(name).and_then(|np| np.spec.as_ref())
-                && *i < rule_count(new_policies[name], DIRS[*d])
+                && new_policies.get(name).is_some_and(|np| *i < rule_count(np, DIRS[*d]))
             {
                 let parsed = rule_blocks(rule_parts(spec, DIRS[*d], *i).0, name);
                 for b in &parsed.0 {
@@ -354,11 +368,9 @@ impl Compiler {
         if !pod_keys.is_empty() {
             for &(pid, d, i) in &self.selector_rules {
                 let Some(p) = self.policies.get(&pid) else { continue };
-                let Some(np) = new_policies.get(&p.name) else { continue };
-                let Some(spec) = &np.spec else { continue };
-                let peers = rule_parts(spec, DIRS[d], i).0.into_iter().flatten();
-                if peers
-                    .into_iter()
+                let Some(r) = p.rules[d].get(i) else { continue };
+                if r.selectors
+                    .iter()
                     .any(|peer| pod_keys.iter().any(|k| peer_may_select(peer, &p.name.0, k)))
                 {
                     dirty_rules.insert((pid, d, i));
@@ -405,7 +417,7 @@ impl Compiler {
         // 6. The new state.
         for name in &whole {
             if let Some(pid) = self.out.policy_ids.get(name).copied() {
-                self.drop_policy(&mut pass, pid, new_policies.contains_key(name));
+                self.drop_policy(&mut pass, pid, new_policies.get(name).is_some());
             }
         }
         for pk in &dirty_pods {
@@ -455,6 +467,7 @@ impl Compiler {
                 RuleOut::new(&by_name, &self.out.identities, &p.name.0, DIRS[d], peers, ports, &ctx)
             });
             self.stats.rules += usize::from(out.is_some());
+            let selectors = selector_peers(out.as_ref(), rule_parts(spec, DIRS[d], i).0);
             changed_rules.entry(pid).or_default().push((
                 d,
                 i,
@@ -462,6 +475,7 @@ impl Compiler {
                     blocks,
                     block_warnings,
                     out,
+                    selectors,
                 },
             ));
         }
@@ -504,12 +518,17 @@ impl Compiler {
         }
 
         // 8. The changed entries.
-        let any_policy_change = !whole.is_empty() || !dirty_rules.is_empty();
-        self.world = world;
-        let diff = self.finish(pass);
-        if any_policy_change {
-            self.out.warnings = self.warnings();
+        let mut touched: BTreeSet<Name> = whole.clone();
+        for (pid, _, _) in &dirty_rules {
+            touched.extend(self.policies.get(pid).map(|p| p.name.clone()));
         }
+        for (pid, _) in &pairs {
+            touched.extend(self.policies.get(pid).map(|p| p.name.clone()));
+        }
+        self.world = world;
+        self.retired = Some(old);
+        let diff = self.finish(pass);
+        self.update_warnings(&touched);
         diff
     }
 
@@ -1103,24 +1122,66 @@ impl Compiler {
         self.region_id.get(p).copied()
     }
 
-    /// Warnings of every policy, in the order of their names.
+    /// Refreshes the warnings of the policies `touched`; the compilation's list
+    /// is rebuilt, in the order of policy names, only when one changed.
+    fn update_warnings(&mut self, touched: &BTreeSet<Name>) {
+        let mut changed = false;
+        for name in touched {
+            let now = self
+                .out
+                .policy_ids
+                .get(name)
+                .and_then(|pid| self.policies.get(pid))
+                .map(Policy::warnings)
+                .unwrap_or_default();
+            let before = self.warnings.get(name);
+            if before.map_or(now.is_empty(), |b| *b == now) {
+                continue;
+            }
+            changed = true;
+            if now.is_empty() {
+                self.warnings.remove(name);
+            } else {
+                self.warnings.insert(name.clone(), now);
+            }
+        }
+        if changed {
+            self.out.warnings = self.warnings.values().flatten().cloned().collect();
+        }
+    }
+}
+
+impl Policy {
+    /// What the compiler could not honour in this policy.
     fn warnings(&self) -> Vec<String> {
-        let mut by_name: Vec<&Policy> = self.policies.values().collect();
-        by_name.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = Vec::new();
-        for p in by_name {
-            for r in p.rules.iter().flatten() {
-                out.extend(r.block_warnings.iter().cloned());
-                out.extend(r.out.iter().flat_map(|o| o.warnings.iter().cloned()));
-            }
-            if let Some(e) = &p.selector_error
-                && !p.selected.is_empty()
-            {
-                out.push(format!("NetworkPolicy {}/{}: podSelector: {e}", p.name.0, p.name.1));
-            }
+        for r in self.rules.iter().flatten() {
+            out.extend(r.block_warnings.iter().cloned());
+            out.extend(r.out.iter().flat_map(|o| o.warnings.iter().cloned()));
+        }
+        if let Some(e) = &self.selector_error
+            && !self.selected.is_empty()
+        {
+            out.push(format!(
+                "NetworkPolicy {}/{}: podSelector: {e}",
+                self.name.0, self.name.1
+            ));
         }
         out
     }
+}
+
+/// The peers of a compiled rule that select pods by labels (what a new or vanished identity may change).
+fn selector_peers(out: Option<&RuleOut>, peers: Option<&Vec<NetworkPolicyPeer>>) -> Vec<NetworkPolicyPeer> {
+    if !out.is_some_and(|o| o.selects_pods) {
+        return Vec::new();
+    }
+    peers
+        .into_iter()
+        .flatten()
+        .filter(|p| p.ip_block.is_none())
+        .cloned()
+        .collect()
 }
 
 fn sort<K: Ord, V>(d: &mut MapDiff<K, V>) {
@@ -1159,10 +1220,12 @@ fn build_policy(
                 let (blocks, block_warnings) = pending
                     .remove(&(name.clone(), d, i))
                     .unwrap_or_else(|| rule_blocks(rule_parts(spec, dir, i).0, name));
+                let selectors = selector_peers(out.as_ref(), rule_parts(spec, dir, i).0);
                 rules[d].push(Rule {
                     blocks,
                     block_warnings,
                     out,
+                    selectors,
                 });
             }
         }
@@ -1226,33 +1289,80 @@ fn changed_pods(old: &World, new: &World) -> BTreeSet<Name> {
     out
 }
 
-/// Policies to recompile whole (added, removed, or a changed selector,
-/// types or spec presence), and single rules that changed in the others.
-fn changed_policies(
-    old: &World,
-    new_by_name: &HashMap<Name, &NetworkPolicy>,
-) -> (BTreeSet<Name>, BTreeSet<(Name, usize, usize)>) {
-    let (mut whole, mut rules) = (BTreeSet::new(), BTreeSet::new());
-    let old_by_name: HashMap<Name, &NetworkPolicy> = old.policies.iter().map(|p| (name_of(p), p)).collect();
-    for name in new_by_name.keys() {
-        if !old_by_name.contains_key(name) {
-            whole.insert(name.clone());
+/// The policies of the new world by name: those that changed, found while
+/// comparing, and the others on demand (the index of every name is built at
+/// most once, only when an unchanged policy must be recompiled).
+struct NewPolicies<'a> {
+    world: &'a World,
+    known: HashMap<Name, &'a NetworkPolicy>,
+    all: std::cell::OnceCell<HashMap<Name, &'a NetworkPolicy>>,
+}
+
+impl<'a> NewPolicies<'a> {
+    fn get(&self, name: &Name) -> Option<&'a NetworkPolicy> {
+        if let Some(np) = self.known.get(name) {
+            return Some(np);
         }
+        self.all
+            .get_or_init(|| self.world.policies.iter().map(|p| (name_of(p), &**p)).collect())
+            .get(name)
+            .copied()
     }
-    for (name, a) in &old_by_name {
-        let Some(b) = new_by_name.get(name) else {
-            whole.insert(name.clone());
-            continue;
-        };
-        if a.spec == b.spec {
-            continue;
-        }
+}
+
+/// Policies to recompile whole (added, removed, or a changed selector,
+/// types or spec presence), single rules that changed in the others, and the
+/// new world's policies by name. When both worlds list the same policies in
+/// the same order (the usual case), they are compared pairwise.
+fn changed_policies<'a>(
+    old: &World,
+    new: &'a World,
+) -> (BTreeSet<Name>, BTreeSet<(Name, usize, usize)>, NewPolicies<'a>) {
+    let (mut whole, mut rules) = (BTreeSet::new(), BTreeSet::new());
+    let mut lookup = NewPolicies {
+        world: new,
+        known: HashMap::new(),
+        all: std::cell::OnceCell::new(),
+    };
+    let same = |a: &NetworkPolicy, b: &NetworkPolicy| {
+        a.metadata.name == b.metadata.name && a.metadata.namespace == b.metadata.namespace
+    };
+    let pairs: Vec<(&NetworkPolicy, &'a NetworkPolicy)> = if old.policies.len() == new.policies.len()
+        && old
+            .policies
+            .iter()
+            .zip(&new.policies)
+            .all(|(a, b)| Arc::ptr_eq(a, b) || same(a, b))
+    {
+        // A policy the new world shares with the old one is the same object: a pointer compare.
+        old.policies
+            .iter()
+            .zip(&new.policies)
+            .filter(|(a, b)| !Arc::ptr_eq(a, b) && a.spec != b.spec)
+            .map(|(a, b)| (&**a, &**b))
+            .collect()
+    } else {
+        let all: HashMap<Name, &'a NetworkPolicy> = new.policies.iter().map(|p| (name_of(p), &**p)).collect();
+        let old_by_name: HashMap<Name, &NetworkPolicy> = old.policies.iter().map(|p| (name_of(p), &**p)).collect();
+        whole.extend(all.keys().filter(|n| !old_by_name.contains_key(*n)).cloned());
+        whole.extend(old_by_name.keys().filter(|n| !all.contains_key(*n)).cloned());
+        let pairs = old_by_name
+            .iter()
+            .filter_map(|(n, a)| all.get(n).map(|b| (*a, *b)))
+            .filter(|(a, b)| a.spec != b.spec)
+            .collect();
+        let _ = lookup.all.set(all);
+        pairs
+    };
+    for (a, b) in pairs {
+        let name = name_of(b);
+        lookup.known.insert(name.clone(), b);
         let (Some(sa), Some(sb)) = (&a.spec, &b.spec) else {
-            whole.insert(name.clone());
+            whole.insert(name);
             continue;
         };
         if sa.pod_selector != sb.pod_selector || policy_types(a) != policy_types(b) {
-            whole.insert(name.clone());
+            whole.insert(name);
             continue;
         }
         for (d, &dir) in DIRS.iter().enumerate() {
@@ -1265,7 +1375,7 @@ fn changed_policies(
             }
         }
     }
-    (whole, rules)
+    (whole, rules, lookup)
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ fn check_all(w: &World) -> Vec<String> {
 
 fn with(policies: &[&str]) -> World {
     let mut w = world();
-    w.policies = policies.iter().map(|p| np(p)).collect();
+    w.policies = policies.iter().map(|p| std::sync::Arc::new(np(p))).collect();
     w
 }
 
@@ -399,7 +399,7 @@ pub(super) fn arb_world() -> impl Strategy<Value = World> {
             for (i, p) in pols.iter().enumerate() {
                 let mut np = np(p);
                 np.metadata.name = Some(format!("p{i}"));
-                w.policies.push(np);
+                w.policies.push(std::sync::Arc::new(np));
             }
             for (pod, e) in w.pods.iter_mut().zip(extra_pod) {
                 if e {

@@ -12,7 +12,7 @@ use super::LoadError;
 use crate::abi::{
     EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_FAIL_CLOSED, Endpoint, IpcacheValue, PolicyKey, PolicyValue,
 };
-use crate::compile::{Compiled, RangeKey, map_diff};
+use crate::compile::{Compiled, Diff, RangeKey, map_diff};
 use crate::net::Prefix;
 
 /// Logical map names (reports, metrics, log lines); each is an inner map of a generation.
@@ -456,6 +456,64 @@ pub(super) fn apply(
         }
     }
     Ok(r)
+}
+
+/// Writes a change of rules only, entry by entry: writes first, deletions
+/// last (so every intermediate state allows a packet only if the old or the
+/// new rules allow it). Stops before deleting when a map is full, for the
+/// caller to apply the whole compilation (which marks endpoints that fail
+/// closed).
+pub(super) fn apply_entries(g: &mut Generation, state: &mut MapState, diff: &Diff) -> Result<ApplyReport, LoadError> {
+    let mut r = ApplyReport::default();
+    for (k, v) in &diff.policy.upsert {
+        match g.policy.insert(k, v, 0) {
+            Ok(()) => {
+                state.policy.insert(*k, *v);
+                *r.writes.entry(POLICY).or_default() += 1;
+            }
+            Err(e) if is_full(&e) => {
+                r.full_maps.insert(POLICY);
+            }
+            Err(e) => return Err(map_err(POLICY)(e)),
+        }
+    }
+    for (k, v) in &diff.ranges.upsert {
+        match g.ranges.insert(&Key::new(k.prefixlen, k.data), v, 0) {
+            Ok(()) => {
+                state.ranges.insert(*k, *v);
+                *r.writes.entry(RANGES).or_default() += 1;
+            }
+            Err(e) if is_full(&e) => {
+                r.full_maps.insert(RANGES);
+            }
+            Err(e) => return Err(map_err(RANGES)(e)),
+        }
+    }
+    if !r.full_maps.is_empty() {
+        return Ok(r);
+    }
+    for k in &diff.policy.delete {
+        remove(&mut g.policy.remove(k), POLICY)?;
+        state.policy.remove(k);
+        *r.deletes.entry(POLICY).or_default() += 1;
+    }
+    for k in &diff.ranges.delete {
+        remove(&mut g.ranges.remove(&Key::new(k.prefixlen, k.data)), RANGES)?;
+        state.ranges.remove(k);
+        *r.deletes.entry(RANGES).or_default() += 1;
+    }
+    Ok(r)
+}
+
+/// Whether `diff` changes rules only and starts from `state`: each entry it
+/// writes differs from what `state` holds and each it deletes is there.
+pub(super) fn diff_fits(state: &MapState, diff: &Diff) -> bool {
+    diff.ipcache.is_empty()
+        && diff.endpoints.is_empty()
+        && diff.policy.upsert.iter().all(|(k, v)| state.policy.get(k) != Some(v))
+        && diff.policy.delete.iter().all(|k| state.policy.contains_key(k))
+        && diff.ranges.upsert.iter().all(|(k, v)| state.ranges.get(k) != Some(v))
+        && diff.ranges.delete.iter().all(|k| state.ranges.contains_key(k))
 }
 
 /// The ipcache of a prefix's family.

@@ -18,7 +18,7 @@ use aya::{Ebpf, EbpfLoader};
 pub use attach::AttachMode;
 pub use maps::{ApplyReport, Capacity, Generation, MapState};
 
-use crate::compile::Compiled;
+use crate::compile::{Compiled, Diff};
 
 /// Default bpffs directory for pinned maps and links.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/plinth";
@@ -136,6 +136,9 @@ pub struct Datapath {
     attach_mode: AttachMode,
     /// Interfaces (name, ifindex) this process attached to or took over.
     attached: std::collections::BTreeSet<(String, u32)>,
+    /// Whether the last [`Datapath::apply`] wrote everything it was given:
+    /// no full map, no missing interface, no error.
+    settled: bool,
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -227,6 +230,7 @@ impl Datapath {
             update: cfg.update,
             attach_mode: AttachMode::detect(),
             attached: std::collections::BTreeSet::new(),
+            settled: false,
         })
     }
 
@@ -262,6 +266,35 @@ impl Datapath {
     /// half-applied change. Interface names resolve in the calling thread's
     /// network namespace.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport, LoadError> {
+        self.settled = false;
+        let report = self.apply_all(compiled)?;
+        self.settled = report.full_maps.is_empty() && report.missing_interfaces.is_empty();
+        Ok(report)
+    }
+
+    /// Applies `diff`, the change from the compilation last applied to
+    /// `compiled` (as [`crate::compile::Compiler::update`] returns it). A
+    /// change of rules only, of at most [`SWAP_ABOVE`] entries, is written
+    /// entry by entry, rules before deletions, without comparing whole maps:
+    /// the cost follows the change, not the maps. Anything else, or a diff
+    /// that does not start from what the maps hold, goes through
+    /// [`Datapath::apply`].
+    pub fn apply_diff(&mut self, compiled: &Compiled, diff: &Diff) -> Result<ApplyReport, LoadError> {
+        let small = diff.policy.len() + diff.ranges.len() <= SWAP_ABOVE;
+        if !self.settled || self.update == UpdateMode::Swap || !small || !maps::diff_fits(&self.state, diff) {
+            return self.apply(compiled);
+        }
+        self.settled = false;
+        let report = maps::apply_entries(&mut self.generation, &mut self.state, diff)?;
+        if !report.full_maps.is_empty() {
+            // The whole apply marks the endpoints that cannot get their rules.
+            return self.apply(compiled);
+        }
+        self.settled = true;
+        Ok(report)
+    }
+
+    fn apply_all(&mut self, compiled: &Compiled) -> Result<ApplyReport, LoadError> {
         let resolved = attach::resolve_interfaces(compiled.endpoints.keys());
         let desired = MapState::from_compiled(compiled, &resolved);
         let swap = match self.update {

@@ -8,8 +8,13 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 
 use super::*;
-use crate::compile::tests::{arb_world, np, world};
+use crate::compile::tests::{arb_world, world};
 use crate::compile::{compile, map_diff};
+
+/// A policy from YAML, shared as worlds hold them.
+fn pol(yaml: &str) -> Arc<NetworkPolicy> {
+    Arc::new(crate::compile::tests::np(yaml))
+}
 
 /// A compiled map with every number replaced by what it stands for.
 #[derive(Debug, PartialEq, Eq)]
@@ -251,8 +256,8 @@ fn edited_worlds(edits: &[Edit]) -> Vec<World> {
         }
         let _ = writeln!(y, "  egress:\n  - {egress}");
         w.policies = vec![
-            np(&y),
-            np(
+            pol(&y),
+            pol(
                 "metadata: {name: q, namespace: y}\nspec:\n  podSelector: {matchLabels: {extra: '1'}}\n  ingress:\n  - from: [{ipBlock: {cidr: 198.18.0.0/28}}]\n",
             ),
         ];
@@ -334,7 +339,7 @@ fn a_new_ip_block_recompiles_only_the_rules_its_identities_reach() {
 fn a_pod_label_change_touches_only_that_endpoint() {
     let mut inc = Compiler::new();
     let mut w = world();
-    w.policies.push(np("metadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {}}]}]\n"));
+    w.policies.push(pol("metadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{podSelector: {}}]}]\n"));
     inc.update(w.clone());
     let before = inc.compiled().clone();
     w.pods[0].labels.insert("pod".into(), "z".into());
@@ -353,15 +358,33 @@ fn removing_an_empty_rule_is_a_change() {
         p.interface = None;
     }
     let mut b = a.clone();
-    a.policies.push(np(
+    a.policies.push(pol(
         "metadata: {name: p0, namespace: x}\nspec:\n  podSelector: {}\n  ingress: [{}]\n",
     ));
     b.pods[2].interface = Some("veth2b".into());
     b.policies
-        .push(np("metadata: {name: p0, namespace: x}\nspec:\n  podSelector: {}\n"));
+        .push(pol("metadata: {name: p0, namespace: x}\nspec:\n  podSelector: {}\n"));
     let mut inc = Compiler::new();
     inc.update(a);
     inc.update(b.clone());
     assert!(inc.compiled().policy.is_empty(), "{:?}", inc.compiled().policy);
     assert_eq!(canonical(inc.compiled()), canonical(&compile(&b, None)));
+}
+
+#[test]
+#[ignore]
+fn profile_one_rule_among_10000() {
+    let worlds: Vec<World> = (0..60u16).map(|i| block_world(10_000, 80 + i)).collect();
+    let mut inc = Compiler::new();
+    let mut it = worlds.into_iter();
+    inc.update(it.next().expect("world"));
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    let mut retired = Vec::new();
+    for w in it {
+        inc.update(w);
+        retired.extend(inc.take_retired());
+        n += 1;
+    }
+    eprintln!("{:?} per update", start.elapsed() / n);
 }
