@@ -35,7 +35,7 @@ static __always_inline int __allow_new(struct __sk_buff *skb, const struct plint
 				       struct plinth_ct_value *fwd, __u32 ifindex, __u32 peer_id,
 				       __u32 policy_id, __u16 rule, __u8 reason, __u64 now)
 {
-	long ct = ct_create(key, fwd, policy_id, rule, now);
+	long ct = ct_create(key, &fwd, policy_id, rule, now);
 
 	metric_add(reason, skb->len);
 	if (ct == PLINTH_CT_CREATED) {
@@ -58,7 +58,7 @@ static __always_inline int __allow_new6(struct __sk_buff *skb, const struct plin
 					struct plinth_ct_value *fwd, __u32 ifindex, __u32 peer_id,
 					__u32 policy_id, __u16 rule, __u8 reason, __u64 now)
 {
-	long ct = ct_create6(key, fwd, policy_id, rule, now);
+	long ct = ct_create6(key, &fwd, policy_id, rule, now);
 
 	metric_add(reason, skb->len);
 	if (ct == PLINTH_CT_CREATED) {

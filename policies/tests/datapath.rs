@@ -312,6 +312,70 @@ fn a_syn_on_a_known_tuple_is_decided_by_the_rules_in_force() {
 }
 
 #[test]
+fn repeated_syns_of_an_allowed_flow_keep_one_entry_and_send_one_event() {
+    use plinth_policies::abi::{CtKey, CtValue, DIR_INGRESS, VERDICT_ALLOWED};
+    use plinth_policies::load::ct_gc::CT4;
+    use plinth_policies::testrun::{self, TC_ACT_OK, TCP_ACK, TCP_SYN};
+    let mut m = Model::new().expect("model");
+    m.world.policies.push(policy(
+        "metadata: {name: allow-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]",
+    ));
+    m.apply().expect("apply");
+    let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
+    let iface = m.world.pods[xa].interface.clone().expect("iface");
+    let ifindex = nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex");
+    let (src, dst) = (
+        m.world.pods[yb].ipv4().expect("IPv4"),
+        m.world.pods[xa].ipv4().expect("IPv4"),
+    );
+    let dp = m.datapath.as_mut().expect("datapath");
+    let mut ring = RingBuf::try_from(dp.ebpf().take_map("plinth_events").expect("events map")).expect("ringbuf");
+    while ring.next().is_some() {}
+
+    // The first SYN inserts the flow's entry; its retransmissions find it
+    // (the insert says it exists) and rewrite it in place.
+    let syn = testrun::ipv4_packet_flags(src, dst, 6, 42500, 80, TCP_SYN);
+    for i in 0..5 {
+        assert_eq!(run_to_pod(&mut m, ifindex, &syn), TC_ACT_OK, "SYN {i}");
+    }
+    let ack = testrun::ipv4_packet_flags(src, dst, 6, 42500, 80, TCP_ACK);
+    assert_eq!(run_to_pod(&mut m, ifindex, &ack), TC_ACT_OK, "established ACK");
+
+    let ep_id = m.compiled().endpoints[&iface].ep_id;
+    let dp = m.datapath.as_mut().expect("datapath");
+    let ct: aya::maps::HashMap<&MapData, CtKey, CtValue> =
+        aya::maps::HashMap::try_from(dp.ebpf().map(CT4).expect("ct map")).expect("hash");
+    let ours: Vec<CtKey> = ct
+        .keys()
+        .map(|k| k.expect("key"))
+        .filter(|k| k.ep_id == ep_id && k.sport == 42500u16.to_be())
+        .collect();
+    assert_eq!(
+        ours,
+        vec![CtKey {
+            ep_id,
+            saddr: src.octets(),
+            daddr: dst.octets(),
+            sport: 42500u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            dir: DIR_INGRESS,
+            pad: 0,
+        }],
+        "one entry for the flow"
+    );
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        events.push(FlowEvent::from_bytes(&item).expect("event"));
+    }
+    let allowed = events
+        .iter()
+        .filter(|e| e.verdict == VERDICT_ALLOWED && e.sport == 42500u16.to_be())
+        .count();
+    assert_eq!(allowed, 1, "five SYNs within a second make one event: {events:?}");
+}
+
+#[test]
 fn a_bare_syn_is_never_a_reply_but_a_syn_ack_is() {
     use plinth_policies::testrun::{self, TC_ACT_OK, TC_ACT_SHOT, TCP_ACK, TCP_SYN};
     // x/a accepts nothing; its egress is not enforced.

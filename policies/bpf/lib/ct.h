@@ -47,15 +47,18 @@ static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u8 
  * @key: the packet's tuple for its endpoint and direction
  * @tcp_flags: TCP flags (0 for other protocols)
  * @now: bpf_ktime_get_coarse_ns()
- * @fwd: set to the flow's own entry when one exists, also an expired one or
- *       one a bare SYN did not count: a new flow's verdict rewrites it in
- *       place (ct_create) instead of a second map operation
+ * @fwd: set to the flow's own entry when one exists, also an expired one:
+ *       a new flow's verdict rewrites it in place (ct_create) instead of a
+ *       second map operation; NULL for a bare SYN (not looked up)
  *
- * A bare SYN never counts as established: a new connection on a reused
- * tuple is decided by the rules in force now, not by an old entry. Nor is it
- * ever a reply (no reverse lookup): a SYN opens a connection in its own
- * direction, which the rules of that direction decide (a TCP simultaneous
- * open is decided by the rules too, on both sides).
+ * A bare SYN is not looked up at all: it never counts as established (a new
+ * connection on a reused tuple is decided by the rules in force now, not by
+ * an old entry), nor as a reply (a SYN opens a connection in its own
+ * direction, which the rules of that direction decide; a TCP simultaneous
+ * open is decided by the rules too, on both sides). Most SYNs open flows
+ * conntrack has never seen: ct_create inserts first and finds an old entry
+ * of a reused tuple only when the insert says it exists, which walks the
+ * hash bucket once instead of twice.
  *
  * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
  */
@@ -66,12 +69,13 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_f
 	struct plinth_ct_value *v;
 	int syn = (tcp_flags & (PLINTH_TCP_SYN | PLINTH_TCP_ACK)) == PLINTH_TCP_SYN;
 
-	v = bpf_map_lookup_elem(&plinth_ct4, key);
-	*fwd = v;
-	if (v && !syn && __ct_hit(v, key->proto, tcp_flags, now))
-		return PLINTH_CT_ESTABLISHED;
+	*fwd = NULL;
 	if (syn)
 		return PLINTH_CT_NEW;
+	v = bpf_map_lookup_elem(&plinth_ct4, key);
+	*fwd = v;
+	if (v && __ct_hit(v, key->proto, tcp_flags, now))
+		return PLINTH_CT_ESTABLISHED;
 
 	rev.ep_id = key->ep_id;
 	rev.saddr = key->daddr;
@@ -93,19 +97,22 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_f
 /**
  * ct_create - remember an allowed new flow
  * @key: the flow's tuple
- * @fwd: the flow's existing entry from ct_lookup, or NULL
+ * @fwd: the flow's existing entry from ct_lookup, or NULL; set to the entry
+ *       rewritten when the insert finds one
  * @policy_id: the deciding policy (0: none)
  * @rule: the deciding rule
  * @now: bpf_ktime_get_coarse_ns()
  *
- * An existing entry is rewritten in place; otherwise one insert. A
- * concurrent insert of the same flow on another CPU counts as created.
+ * An existing entry is rewritten in place; otherwise one insert, and when
+ * the flow has an entry after all (a SYN on a reused tuple, or a concurrent
+ * insert on another CPU) that entry is rewritten.
  *
  * Returns: PLINTH_CT_CREATED, PLINTH_CT_REWRITTEN, or a negative error of
  * the insert (-E2BIG: the table is full).
  */
-static __always_inline long ct_create(const struct plinth_ct_key *key, struct plinth_ct_value *fwd,
-				      __u32 policy_id, __u16 rule, __u64 now)
+static __always_inline long ct_create(const struct plinth_ct_key *key,
+				      struct plinth_ct_value **fwd, __u32 policy_id, __u16 rule,
+				      __u64 now)
 {
 	struct plinth_ct_value v = {
 		.expires_ns = now + __ct_lifetime(key->proto),
@@ -115,16 +122,20 @@ static __always_inline long ct_create(const struct plinth_ct_key *key, struct pl
 	};
 	long err;
 
-	if (fwd) {
-		fwd->expires_ns = v.expires_ns;
-		fwd->policy_id = policy_id;
-		fwd->rule = rule;
-		return PLINTH_CT_REWRITTEN;
+	if (!*fwd) {
+		err = bpf_map_update_elem(&plinth_ct4, key, &v, BPF_NOEXIST);
+		if (err != -17 /* EEXIST */)
+			return err;
+		/* A reused tuple (a SYN is not looked up), or a concurrent
+		 * insert of the same flow on another CPU. */
+		*fwd = bpf_map_lookup_elem(&plinth_ct4, key);
+		if (!*fwd)
+			return PLINTH_CT_CREATED;
 	}
-	err = bpf_map_update_elem(&plinth_ct4, key, &v, BPF_NOEXIST);
-	if (err == -17 /* EEXIST */)
-		return PLINTH_CT_CREATED;
-	return err;
+	(*fwd)->expires_ns = v.expires_ns;
+	(*fwd)->policy_id = policy_id;
+	(*fwd)->rule = rule;
+	return PLINTH_CT_REWRITTEN;
 }
 
 /**
@@ -143,12 +154,13 @@ static __always_inline int ct_lookup6(const struct plinth_ct6_key *key, __u8 tcp
 	struct plinth_ct_value *v;
 	int syn = (tcp_flags & (PLINTH_TCP_SYN | PLINTH_TCP_ACK)) == PLINTH_TCP_SYN;
 
-	v = bpf_map_lookup_elem(&plinth_ct6, key);
-	*fwd = v;
-	if (v && !syn && __ct_hit(v, key->proto, tcp_flags, now))
-		return PLINTH_CT_ESTABLISHED;
+	*fwd = NULL;
 	if (syn)
 		return PLINTH_CT_NEW;
+	v = bpf_map_lookup_elem(&plinth_ct6, key);
+	*fwd = v;
+	if (v && __ct_hit(v, key->proto, tcp_flags, now))
+		return PLINTH_CT_ESTABLISHED;
 
 	rev.ep_id = key->ep_id;
 	__builtin_memcpy(rev.saddr, key->daddr, 16);
@@ -169,7 +181,7 @@ static __always_inline int ct_lookup6(const struct plinth_ct6_key *key, __u8 tcp
  * as ct_create
  */
 static __always_inline long ct_create6(const struct plinth_ct6_key *key,
-				       struct plinth_ct_value *fwd, __u32 policy_id, __u16 rule,
+				       struct plinth_ct_value **fwd, __u32 policy_id, __u16 rule,
 				       __u64 now)
 {
 	struct plinth_ct_value v = {
@@ -180,16 +192,20 @@ static __always_inline long ct_create6(const struct plinth_ct6_key *key,
 	};
 	long err;
 
-	if (fwd) {
-		fwd->expires_ns = v.expires_ns;
-		fwd->policy_id = policy_id;
-		fwd->rule = rule;
-		return PLINTH_CT_REWRITTEN;
+	if (!*fwd) {
+		err = bpf_map_update_elem(&plinth_ct6, key, &v, BPF_NOEXIST);
+		if (err != -17 /* EEXIST */)
+			return err;
+		/* A reused tuple (a SYN is not looked up), or a concurrent
+		 * insert of the same flow on another CPU. */
+		*fwd = bpf_map_lookup_elem(&plinth_ct6, key);
+		if (!*fwd)
+			return PLINTH_CT_CREATED;
 	}
-	err = bpf_map_update_elem(&plinth_ct6, key, &v, BPF_NOEXIST);
-	if (err == -17 /* EEXIST */)
-		return PLINTH_CT_CREATED;
-	return err;
+	(*fwd)->expires_ns = v.expires_ns;
+	(*fwd)->policy_id = policy_id;
+	(*fwd)->rule = rule;
+	return PLINTH_CT_REWRITTEN;
 }
 
 /**
