@@ -19,7 +19,7 @@ use aya::programs::SchedClassifier;
 use clap::Parser;
 use plinth_policies::abi::{DIR_INGRESS, EP_ENFORCE_INGRESS, Endpoint, PolicyKey, PolicyValue};
 use plinth_policies::compile::Compiled;
-use plinth_policies::load::{Config, Datapath};
+use plinth_policies::load::{Config, Datapath, ct_gc};
 use plinth_policies::net::Prefix;
 use plinth_policies::netns::{self, TestNet};
 use plinth_policies::testrun;
@@ -112,6 +112,7 @@ struct PacketRow {
     new_allowed: f64,
     new_allowed_event: f64,
     new_distinct: f64,
+    new_distinct_steady: f64,
     new_denied: f64,
     cold_new: f64,
     cold_nop: f64,
@@ -149,6 +150,19 @@ fn bench_datapath(pin_dir: &std::path::Path, rules: usize, client: IpAddr, cfg: 
     Ok(dp)
 }
 
+/// One run of 10,000 distinct new flows (`plinth_bench_new_flow`): the
+/// kernel's mean ns per packet; then drains the ring buffer of their events.
+fn distinct_run(dp: &mut Datapath, pkt: &[u8]) -> anyhow::Result<f64> {
+    let (v, d) = testrun::run(prog(dp, "plinth_bench_new_flow")?, 1, pkt, 10_000)?;
+    if v != testrun::TC_ACT_OK {
+        bail!("distinct new flow was dropped ({v})");
+    }
+    let ring = dp.ebpf().map_mut("plinth_events").context("plinth_events")?;
+    let mut ring = aya::maps::RingBuf::try_from(ring)?;
+    while ring.next().is_some() {}
+    Ok(d.as_nanos() as f64)
+}
+
 /// Per-packet verdict cost through BPF_PROG_TEST_RUN on `lo` of a fresh
 /// namespace, over IPv4 or (`ipv6`) IPv6; new distinct flows (a bench-only
 /// program that varies IPv4 keys) only over IPv4 (NaN otherwise).
@@ -174,17 +188,10 @@ fn packet_bench(rules: usize, ipv6: bool) -> anyhow::Result<PacketRow> {
         let mut dp = bench_datapath(&pin_dir, rules, client, Config::default())?;
         // New flows, distinct: every run a new conntrack key (real inserts) and
         // a new event; 10,000 per run so the ring buffer holds them, drained
-        // between runs.
+        // between runs. The table grows from empty to 50,000 entries.
         let mut distinct = Vec::new();
         for _ in 0..if ipv6 { 0 } else { 5 } {
-            let (v, d) = testrun::run(prog(&dp, "plinth_bench_new_flow")?, 1, &pkt, 10_000)?;
-            if v != testrun::TC_ACT_OK {
-                bail!("distinct new flow was dropped ({v})");
-            }
-            distinct.push(d.as_nanos() as f64);
-            let ring = dp.ebpf().map_mut("plinth_events").context("plinth_events")?;
-            let mut ring = aya::maps::RingBuf::try_from(ring)?;
-            while ring.next().is_some() {}
+            distinct.push(distinct_run(&mut dp, &pkt)?);
         }
         let new_distinct = if ipv6 { f64::NAN } else { median(distinct) };
         let p = prog(&dp, "plinth_to_pod")?;
@@ -210,6 +217,34 @@ fn packet_bench(rules: usize, ipv6: bool) -> anyhow::Result<PacketRow> {
             cold_nop.push(testrun::run(nop_p, 1, &pk, 1)?.1.as_nanos() as f64);
             cold_new.push(testrun::run(p, 1, &pk, 1)?.1.as_nanos() as f64);
         }
+        // New flows, distinct, in a node's steady state (after the cold runs,
+        // which it would slow): 15 more runs, each stamped on the
+        // monotonic clock and started 10 ms later (after the coarse clock of
+        // the entries has passed the stamp); before each of the last 5, the
+        // agent's collector deletes the entries of all but the 9 runs before
+        // it (as if their lifetime had passed). Each measured run inserts into
+        // a table of 90,000 live entries and reuses the elements the collector
+        // freed.
+        let lifetime = u64::try_from(Config::default().ct_lifetime_tcp.as_nanos())?;
+        let (mut steady, mut stamps) = (Vec::new(), Vec::new());
+        for i in 0..if ipv6 { 0 } else { 15 } {
+            if i >= 10 {
+                let r = dp.ct_gc_at(stamps[i - 9] + lifetime)?.ct4;
+                if r.remaining() != 90_000 {
+                    bail!(
+                        "steady state: {} live entries after collection, not 90,000",
+                        r.remaining()
+                    );
+                }
+            }
+            stamps.push(ct_gc::monotonic_ns());
+            std::thread::sleep(Duration::from_millis(10));
+            let d = distinct_run(&mut dp, &pkt)?;
+            if i >= 10 {
+                steady.push(d);
+            }
+        }
+        let new_distinct_steady = if ipv6 { f64::NAN } else { median(steady) };
         dp.teardown()?;
 
         // New flows, warm: conntrack lifetime 0 makes every run a new flow
@@ -236,6 +271,7 @@ fn packet_bench(rules: usize, ipv6: bool) -> anyhow::Result<PacketRow> {
             new_allowed,
             new_allowed_event,
             new_distinct,
+            new_distinct_steady,
             new_denied,
             cold_new: median(cold_new),
             cold_nop: median(cold_nop),
@@ -717,26 +753,27 @@ fn main() -> anyhow::Result<()> {
         );
         let _ = writeln!(
             md,
-            "Warm: the kernel's mean over 200,000 repetitions of one packet (median of 5). Harness = an empty classifier run the same way. Established = conntrack hit. New = the same packet re-decided on every run (conntrack lifetime 0: the entry found is expired), ipcache and policy lookups, the conntrack entry rewritten, counters, the flow's event rate-limited (one per flow per second); new + event = an event on every packet. New distinct = every run a distinct flow (a bench-only program varies the conntrack key): a real conntrack insert and a flow event each, mean of 10,000 runs (median of 5). Denied = every lookup misses (six hash lookups), drop counted, event rate-limited. Cold = distinct new flows, one run per syscall (cold caches), median.\n"
+            "Warm: the kernel's mean over 200,000 repetitions of one packet (median of 5). Harness = an empty classifier run the same way. Established = conntrack hit. New = the same packet re-decided on every run (conntrack lifetime 0: the entry found is expired), ipcache and policy lookups, the conntrack entry rewritten, counters, the flow's event rate-limited (one per flow per second); new + event = an event on every packet. New distinct = every run a distinct flow (a bench-only program varies the conntrack key): a real conntrack insert and a flow event each, mean of 10,000 runs (median of 5), into a table growing from empty to 50,000 entries. Steady = the same into a table of 90,000 live entries that the agent's collector trims back after each run (the entries of the oldest runs deleted, their elements reused), 10 ms apart (median of 5). Denied = every lookup misses (six hash lookups), drop counted, event rate-limited. Cold = distinct new flows, one run per syscall (cold caches), median.\n"
         );
         let _ = writeln!(
             md,
-            "| rules | harness | established | new | new + event | new distinct | denied | established − harness | new − harness | new distinct − harness | cold new | cold harness |"
+            "| rules | harness | established | new | new + event | new distinct | new distinct, steady | denied | established − harness | new − harness | new distinct − harness | cold new | cold harness |"
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut rows = Vec::new();
         for &n in &args.packet_rules {
             eprintln!("per-packet: {n} rules");
             let r = packet_bench(n, false)?;
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 r.rules,
                 r.nop,
                 r.established,
                 r.new_allowed,
                 r.new_allowed_event,
                 r.new_distinct,
+                r.new_distinct_steady,
                 r.new_denied,
                 r.established - r.nop,
                 r.new_allowed - r.nop,
