@@ -2,8 +2,8 @@
 //!
 //! Plinth is not a CNI: the agent runs beside the cluster's CNI and only
 //! enforces policy. It finds each local pod's host-side veth from the node's
-//! routes ([`routes`]), compiles the world on every change, and writes only
-//! the changed map entries. On exit it leaves maps and links pinned, so
+//! routes ([`routes`]), compiles each world by difference with the last
+//! ([`crate::compile::Compiler`]), and writes only the changed map entries. On exit it leaves maps and links pinned, so
 //! enforcement continues until the next agent takes over.
 
 pub mod bridge;

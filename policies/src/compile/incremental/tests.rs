@@ -370,21 +370,3 @@ fn removing_an_empty_rule_is_a_change() {
     assert!(inc.compiled().policy.is_empty(), "{:?}", inc.compiled().policy);
     assert_eq!(canonical(inc.compiled()), canonical(&compile(&b, None)));
 }
-
-#[test]
-#[ignore]
-fn profile_one_rule_among_10000() {
-    let worlds: Vec<World> = (0..60u16).map(|i| block_world(10_000, 80 + i)).collect();
-    let mut inc = Compiler::new();
-    let mut it = worlds.into_iter();
-    inc.update(it.next().expect("world"));
-    let start = std::time::Instant::now();
-    let mut n = 0;
-    let mut retired = Vec::new();
-    for w in it {
-        inc.update(w);
-        retired.extend(inc.take_retired());
-        n += 1;
-    }
-    eprintln!("{:?} per update", start.elapsed() / n);
-}
