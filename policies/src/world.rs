@@ -187,6 +187,24 @@ pub enum WorldError {
         /// Its addresses.
         ips: Vec<IpAddr>,
     },
+    /// The file parses but does not describe a consistent world.
+    #[error("invalid world file {path}: {source}")]
+    Check {
+        /// File.
+        path: String,
+        /// What is wrong.
+        source: Box<WorldError>,
+    },
+    /// Two namespaces, pods or policies of one name.
+    #[error(
+        "{kind} {name} appears twice: names are unique (within a namespace), as in Kubernetes; rename or remove one"
+    )]
+    Duplicate {
+        /// `namespace`, `pod` or `NetworkPolicy`.
+        kind: &'static str,
+        /// Its name (`namespace/name` for pods and policies).
+        name: String,
+    },
     /// A pod refers to a namespace the world lacks.
     #[error("pod {namespace}/{pod} is in namespace {namespace}, which the world does not list")]
     UnknownNamespace {
@@ -204,7 +222,10 @@ impl World {
             path: path.to_owned(),
             source: Box::new(e),
         })?;
-        w.check()?;
+        w.check().map_err(|e| WorldError::Check {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
         Ok(w)
     }
 
@@ -218,8 +239,39 @@ impl World {
         Self::from_yaml(&text, &shown)
     }
 
-    /// Checks references between objects.
+    /// Checks references between objects, and that names are unique.
     pub fn check(&self) -> Result<(), WorldError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for n in &self.namespaces {
+            if !seen.insert(n.name.clone()) {
+                return Err(WorldError::Duplicate {
+                    kind: "namespace",
+                    name: n.name.clone(),
+                });
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.pods {
+            if !seen.insert((&p.namespace, &p.name)) {
+                return Err(WorldError::Duplicate {
+                    kind: "pod",
+                    name: format!("{}/{}", p.namespace, p.name),
+                });
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for np in &self.policies {
+            let key = (
+                np.metadata.namespace.as_deref().unwrap_or("default"),
+                np.metadata.name.as_deref().unwrap_or_default(),
+            );
+            if !seen.insert(key) {
+                return Err(WorldError::Duplicate {
+                    kind: "NetworkPolicy",
+                    name: format!("{}/{}", key.0, key.1),
+                });
+            }
+        }
         for p in &self.pods {
             if !self.namespaces.iter().any(|n| n.name == p.namespace) {
                 return Err(WorldError::UnknownNamespace {
@@ -285,5 +337,32 @@ mod tests {
             let text = format!("namespaces: [{{name: x}}]\npods: [{{namespace: x, name: a, {bad}}}]\n");
             assert!(World::from_yaml(&text, "w.yaml").is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn names_are_unique_and_the_error_names_the_file_and_the_object() {
+        for (bad, what) in [
+            ("namespaces: [{name: x}, {name: x}]\n", "namespace x appears twice"),
+            (
+                "namespaces: [{name: x}]\npods: [{namespace: x, name: a, ip: 198.18.0.1}, {namespace: x, name: a, ip: 198.18.0.2}]\n",
+                "pod x/a appears twice",
+            ),
+            (
+                "namespaces: [{name: x}]\npolicies: [{metadata: {name: p, namespace: x}}, {metadata: {name: p, namespace: x}}]\n",
+                "NetworkPolicy x/p appears twice",
+            ),
+        ] {
+            let e = World::from_yaml(bad, "w.yaml")
+                .expect_err("duplicate refused")
+                .to_string();
+            assert!(e.starts_with("invalid world file w.yaml: "), "{e}");
+            assert!(e.contains(what), "{e}");
+        }
+        // One name in two namespaces is two objects.
+        World::from_yaml(
+            "namespaces: [{name: x}, {name: y}]\npods: [{namespace: x, name: a, ip: 198.18.0.1}, {namespace: y, name: a, ip: 198.18.0.2}]\n",
+            "w.yaml",
+        )
+        .expect("valid world");
     }
 }

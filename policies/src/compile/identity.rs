@@ -92,6 +92,16 @@ pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> Result<bool, St
     Ok(true)
 }
 
+/// The error `selector_matches` gives for some labels, whatever the labels: an unknown operator.
+pub fn selector_error(sel: &LabelSelector) -> Option<String> {
+    sel.match_expressions
+        .iter()
+        .flatten()
+        .map(|req| req.operator.as_str())
+        .find(|op| !matches!(*op, "In" | "NotIn" | "Exists" | "DoesNotExist"))
+        .map(|other| format!("unknown label selector operator {other:?}"))
+}
+
 /// Identities and the ipcache of a world.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identities {

@@ -1204,7 +1204,7 @@ fn build_policy(
         .as_ref()
         .and_then(|s| s.pod_selector.clone())
         .unwrap_or_default();
-    let selector_error = selector_matches(&selector, &Labels::new()).err();
+    let selector_error = super::identity::selector_error(&selector);
     let mut rules: [Vec<Rule>; 2] = [Vec::new(), Vec::new()];
     if let Some(spec) = &np.spec {
         for (d, &dir) in DIRS.iter().enumerate() {

@@ -370,3 +370,16 @@ fn removing_an_empty_rule_is_a_change() {
     assert!(inc.compiled().policy.is_empty(), "{:?}", inc.compiled().policy);
     assert_eq!(canonical(inc.compiled()), canonical(&compile(&b, None)));
 }
+
+#[test]
+fn an_unknown_operator_behind_match_labels_warns_like_the_full_compiler() {
+    let mut w = world();
+    w.policies.push(pol(
+        "metadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}, matchExpressions: [{key: k, operator: Bogus}]}\n",
+    ));
+    let mut inc = Compiler::new();
+    inc.update(w.clone());
+    let full = compile(&w, None);
+    assert!(full.warnings.iter().any(|m| m.contains("Bogus")), "{:?}", full.warnings);
+    assert_eq!(canonical(inc.compiled()), canonical(&full));
+}
