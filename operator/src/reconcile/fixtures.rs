@@ -244,6 +244,19 @@ async fn applications_wait_for_the_first_revision_of_a_rollout_then_report_it_mi
 }
 
 #[tokio::test]
+async fn a_deleted_application_is_forgotten_while_it_waits() {
+    let (client, _log) = fake_api(Box::new(|_, _| {
+        (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0))
+    }));
+    let ctx = Context::for_tests(client, blueprint_with_rollout(None), WriteGate::always());
+    let done = reconcile_app(&app(), &ctx).await.expect("waiting is not an error");
+    assert_eq!(done, Done::AwaitingRevision);
+    assert!(ctx.awaiting.lock().expect("awaiting").contains_key("u-1"));
+    ctx.forget("u-1");
+    assert!(ctx.awaiting.lock().expect("awaiting").is_empty());
+}
+
+#[tokio::test]
 async fn a_pinned_application_does_not_wait_for_the_first_revision() {
     let (client, log) = fake_api(Box::new(|_, _| {
         (StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", 0))

@@ -202,6 +202,17 @@ impl std::fmt::Debug for Context {
     }
 }
 
+impl Context {
+    /// Drops what the operator remembers of a deleted Application: its applied state, its wait for a first
+    /// revision, its metrics.
+    fn forget(&self, uid: &str) {
+        lock(&self.applied).remove(uid);
+        lock(&self.awaiting).remove(uid);
+        self.metrics.conditions(uid, None);
+        self.metrics.invalid(uid, false);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -993,10 +1004,7 @@ pub async fn run(
             },
             Event::Delete(a) => {
                 app_ctx.users.remove(&app_ref(a));
-                let uid = a.meta().uid.clone().unwrap_or_default();
-                lock(&app_ctx.applied).remove(&uid);
-                app_ctx.metrics.conditions(&uid, None);
-                app_ctx.metrics.invalid(&uid, false);
+                app_ctx.forget(a.meta().uid.as_deref().unwrap_or_default());
             }
             Event::Init | Event::InitDone => {}
         })
