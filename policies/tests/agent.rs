@@ -142,6 +142,13 @@ fn agent_enforces_a_world_file_and_serves_flows_and_metrics() {
     });
     let m = metrics(&net.node);
     assert!(m.contains("plinth_map_entries{map=\"plinth_policy\"}"), "{m}");
+    // Every applied world is timed (two worlds applied by now: the first, and the rewrite).
+    let updates = m
+        .lines()
+        .find_map(|l| l.strip_prefix("plinth_update_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(updates >= 2, "{m}");
     assert!(
         m.contains("plinth_datapath_packets_total{reason=\"policy-denied\",verdict=\"denied\"}"),
         "{m}"

@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -31,6 +32,7 @@ pub struct Metrics {
     applies: Family<Labels, Counter>,
     changes: Counter,
     ct_deleted: Counter,
+    update_seconds: Histogram,
     // Last kernel readings, to turn kernel totals into counter increments.
     last: Mutex<HashMap<String, u64>>,
 }
@@ -55,6 +57,8 @@ impl Metrics {
             applies: Family::default(),
             changes: Counter::default(),
             ct_deleted: Counter::default(),
+            // 50 µs to about 1.6 s.
+            update_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             last: Mutex::new(HashMap::new()),
         };
         registry.register(
@@ -81,6 +85,11 @@ impl Metrics {
             "Expired conntrack entries deleted by the agent",
             m.ct_deleted.clone(),
         );
+        registry.register(
+            "update_seconds",
+            "Time from a new world to its map entries written: compiled by difference and applied",
+            m.update_seconds.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -103,6 +112,11 @@ impl Metrics {
             .get_or_create(&vec![("result".to_owned(), "ok".to_owned())])
             .inc();
         self.changes.inc_by(changes as u64);
+    }
+
+    /// A world was compiled and applied in `elapsed`.
+    pub fn updated(&self, elapsed: std::time::Duration) {
+        self.update_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// A conntrack collection ran.

@@ -234,6 +234,7 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                             tracing::warn!(interface = %i, "endpoint interface not found");
                         }
                         metrics.applied(report.changes());
+                        metrics.updated(started.elapsed());
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "apply failed; the datapath keeps its last state");
