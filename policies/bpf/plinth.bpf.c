@@ -5,7 +5,8 @@
  * ipcache identity of the peer and the policy maps; allowed new flows enter
  * conntrack. Every new-flow verdict is counted and reported as an event.
  * IPv6 (__handle6) takes the same steps with its own parser, ipcache and
- * conntrack, and passes neighbour discovery as IPv4 passes ARP (icmp6.h). */
+ * conntrack, and passes neighbour discovery as IPv4 passes ARP (icmp6.h).
+ * ICMP errors about a tracked flow pass as its replies do (related.h). */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
@@ -19,6 +20,7 @@
 #include "lib/ipcache.h"
 #include "lib/policy.h"
 #include "lib/ct.h"
+#include "lib/related.h"
 #include "lib/events.h"
 
 static __always_inline int __verdict_drop(struct __sk_buff *skb, __u32 reason)
@@ -130,6 +132,10 @@ static __noinline int __handle6(struct __sk_buff *skb, const struct plinth_gen_m
 		metric_add(PLINTH_REASON_ALLOW_REPLY, skb->len);
 		return TC_ACT_OK;
 	}
+	if (enforce && t.proto == PLINTH_NEXTHDR_ICMP6 && icmp6_related(skb, &t, key.ep_id, dir, now)) {
+		metric_add(PLINTH_REASON_ALLOW_RELATED, skb->len);
+		return TC_ACT_OK;
+	}
 
 	ipcache6 = gen_ipcache6(g);
 	if ((ep->flags & PLINTH_EP_FAIL_CLOSED) || (enforce && !ipcache6)) {
@@ -232,6 +238,10 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 salt)
 	}
 	if (ct == PLINTH_CT_REPLY) {
 		metric_add(PLINTH_REASON_ALLOW_REPLY, skb->len);
+		return TC_ACT_OK;
+	}
+	if (enforce && t.proto == IPPROTO_ICMP && icmp_related(skb, key.ep_id, dir, now)) {
+		metric_add(PLINTH_REASON_ALLOW_RELATED, skb->len);
 		return TC_ACT_OK;
 	}
 

@@ -19,6 +19,7 @@ pub fn reason_name(code: u8) -> &'static str {
         5 => "unmanaged",
         6 => "non-ip",
         7 => "icmpv6-neighbour-discovery",
+        8 => "related",
         16 => "policy-denied",
         17 => "fail-closed-map-full",
         18 => "unsupported-l3",
@@ -32,7 +33,7 @@ pub fn reason_name(code: u8) -> &'static str {
 }
 
 /// Every reason code, for metrics.
-pub const REASON_CODES: [u8; 15] = [1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 32, 33, 34];
+pub const REASON_CODES: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 32, 33, 34];
 
 /// Protocol name of an IP protocol number.
 pub fn proto_name(p: u8) -> String {

@@ -163,7 +163,23 @@ pub fn icmpv6(ty: u8, target: Ipv6Addr) -> Vec<u8> {
 
 /// Like [`ipv4_packet`], with the given TCP flags.
 pub fn ipv4_packet_flags(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16, tcp_flags: u8) -> Vec<u8> {
-    let l4 = l4_header(proto, sport, dport, tcp_flags);
+    ipv4_frame(src, dst, proto, &l4_header(proto, sport, dport, tcp_flags))
+}
+
+/// An ICMP or ICMPv6 error (`ty`, `code`) quoting `quoted`, a frame from one of this module's builders
+/// (its Ethernet header is left out), from `src` to `dst`.
+pub fn icmp_error(src: IpAddr, dst: IpAddr, ty: u8, code: u8, quoted: &[u8]) -> Option<Vec<u8>> {
+    let mut msg = vec![ty, code, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(quoted.get(14..)?);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some(ipv4_frame(s, d, 1, &msg)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(ipv6_packet_ext(s, d, 64, &[], 58, &msg)),
+        _ => None,
+    }
+}
+
+/// An Ethernet + IPv4 frame carrying `l4` as protocol `proto`.
+pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let total = 20 + l4.len();
     let mut p = Vec::with_capacity(14 + total);
     p.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
@@ -177,7 +193,7 @@ pub fn ipv4_packet_flags(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dp
     let sum = checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     p.extend_from_slice(&ip);
-    p.extend_from_slice(&l4);
+    p.extend_from_slice(l4);
     p
 }
 

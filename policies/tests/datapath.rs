@@ -413,6 +413,95 @@ fn a_bare_syn_is_never_a_reply_but_a_syn_ack_is() {
     assert_eq!(run(&mut m, "plinth_to_pod", &ack), TC_ACT_OK, "and so are its ACKs");
 }
 
+#[test]
+fn icmp_errors_about_a_tracked_flow_pass_and_others_are_decided_by_the_rules() {
+    use std::net::IpAddr;
+
+    use plinth_policies::testrun::{self, TC_ACT_OK, TC_ACT_SHOT, TCP_ACK, TCP_SYN};
+    // x/a serves y/b on TCP 80 and may send nothing new.
+    let mut m = Model::new().expect("model");
+    m.world.policies.push(policy(
+        "metadata: {name: serve-b, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress, Egress]\n  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: b}}}], ports: [{port: 80}]}]",
+    ));
+    m.apply().expect("apply");
+    let (xa, yb) = (pod(&m, "x", "a"), pod(&m, "y", "b"));
+    let ifindex =
+        nix::net::if_::if_nametoindex(m.world.pods[xa].interface.as_deref().expect("iface")).expect("ifindex");
+    let run = |m: &mut Model, prog: &str, pkt: &[u8]| run_prog(m, prog, ifindex, pkt);
+    for (family, router) in [
+        ("IPv4", "198.18.200.1".parse::<IpAddr>().expect("address")),
+        ("IPv6", "2001:2::c8:1".parse::<IpAddr>().expect("address")),
+    ] {
+        let v6 = router.is_ipv6();
+        let ip = |i: usize| {
+            m.world.pods[i]
+                .ips
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv6() == v6)
+                .expect("address of the family")
+        };
+        let (a, b) = (ip(xa), ip(yb));
+        let pkt = |s, d, sport, dport, flags| testrun::ip_packet_flags(s, d, 6, sport, dport, flags).expect("packet");
+        let err = |s, d, ty, code, quoted: &[u8]| testrun::icmp_error(s, d, ty, code, quoted).expect("error");
+        let (unreachable, too_big, port_unreachable) = if v6 { (1, 2, 4) } else { (3, 3, 3) };
+        let too_big_code = if v6 { 0 } else { 4 };
+        // y/b connects to x/a:80: allowed, tracked.
+        assert_eq!(
+            run(&mut m, "plinth_to_pod", &pkt(b, a, 43100, 80, TCP_SYN)),
+            TC_ACT_OK,
+            "{family}: b -> a SYN"
+        );
+        // A router on the path says x/a's reply is too big: the quoted packet is the flow's reply.
+        let reply = pkt(a, b, 80, 43100, TCP_SYN | TCP_ACK);
+        assert_eq!(
+            run(&mut m, "plinth_to_pod", &err(router, a, too_big, too_big_code, &reply)),
+            TC_ACT_OK,
+            "{family}: too big, about the reply"
+        );
+        // x/a refuses a segment of the flow: the quoted packet is the flow's first direction; x/a's egress
+        // allows nothing new.
+        let segment = pkt(b, a, 43100, 80, TCP_ACK);
+        assert_eq!(
+            run(
+                &mut m,
+                "plinth_from_pod",
+                &err(a, b, unreachable, port_unreachable, &segment)
+            ),
+            TC_ACT_OK,
+            "{family}: unreachable, about the flow"
+        );
+        // The same errors about flows conntrack does not hold are decided by the rules: dropped.
+        let other_reply = pkt(a, b, 80, 43101, TCP_SYN | TCP_ACK);
+        assert_eq!(
+            run(
+                &mut m,
+                "plinth_to_pod",
+                &err(router, a, too_big, too_big_code, &other_reply)
+            ),
+            TC_ACT_SHOT,
+            "{family}: too big, about an unknown flow"
+        );
+        let other_segment = pkt(b, a, 43101, 80, TCP_ACK);
+        assert_eq!(
+            run(
+                &mut m,
+                "plinth_from_pod",
+                &err(a, b, unreachable, port_unreachable, &other_segment)
+            ),
+            TC_ACT_SHOT,
+            "{family}: unreachable, about an unknown flow"
+        );
+        // An echo request is not an error, whatever it carries.
+        let echo = if v6 { 128 } else { 8 };
+        assert_eq!(
+            run(&mut m, "plinth_to_pod", &err(router, a, echo, 0, &reply)),
+            TC_ACT_SHOT,
+            "{family}: an echo request is not related"
+        );
+    }
+}
+
 /// Probes that run the real ingress program of x/a on SYNs from several peers
 /// while `change` is applied, and the verdicts each gives before and after.
 struct MixedStateProbe {

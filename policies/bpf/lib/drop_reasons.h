@@ -12,6 +12,7 @@
 #define PLINTH_REASON_PASS_UNMANAGED 5    /* retired: unknown endpoints fail closed */
 #define PLINTH_REASON_PASS_NON_IP 6       /* ARP and other non-IP frames */
 #define PLINTH_REASON_PASS_ICMP6_ND 7     /* IPv6 neighbour discovery and MLD (icmp6.h) */
+#define PLINTH_REASON_ALLOW_RELATED 8     /* an ICMP or ICMPv6 error about a tracked flow (related.h) */
 
 #define PLINTH_DROP_POLICY 16       /* selected endpoint, no rule allows */
 #define PLINTH_DROP_FAIL_CLOSED 17  /* a map for this endpoint is full */

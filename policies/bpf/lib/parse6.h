@@ -33,6 +33,7 @@ struct plinth_tuple6 {
 	__u8 tcp_flags; /* as plinth_tuple */
 	__u8 icmp6_type;
 	__u8 hop_limit;
+	__u32 l4_off;   /* offset of the upper-layer header */
 };
 
 static __always_inline int __ipv6_is_exthdr(__u8 nh)
@@ -100,6 +101,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct plinth_tuple
 	if (__ipv6_is_exthdr(nh))
 		return PLINTH_L3_MALFORMED;
 	t->proto = nh;
+	t->l4_off = off;
 
 	if (nh == IPPROTO_TCP || nh == IPPROTO_UDP || nh == IPPROTO_SCTP) {
 		/* Source and destination port lead all three headers. */
