@@ -191,7 +191,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 salt)
 	/* Attached only to endpoints whose entry was written first: a missing
 	 * entry means the endpoint map was full. Fail closed. */
 	if (!gen_maps(&g))
-		ep = bpf_map_lookup_elem(g.endpts, &ifindex);
+		ep = gen_endpoint(&g, ifindex);
 	if (!ep)
 		return __verdict_drop(skb, PLINTH_DROP_FAIL_CLOSED);
 	enforce = ep->flags & (dir == PLINTH_DIR_INGRESS ? PLINTH_EP_ENFORCE_INGRESS

@@ -36,6 +36,11 @@ pub const EP_ANY_PEER_EGRESS: u32 = 1 << 6;
 pub const EP_WILD_PORT_INGRESS: u32 = 1 << 7;
 /// Endpoint flag: egress entries with port 0 or protocol 0 exist.
 pub const EP_WILD_PORT_EGRESS: u32 = 1 << 8;
+/// Set in `plinth_endpts_slots` entries only: the slot holds an endpoint.
+pub const EP_PRESENT: u32 = 1 << 31;
+/// Slots of `plinth_endpts_slots`: endpoints of ifindexes below this are
+/// found by index, larger ones in the endpoint hash (`PLINTH_EP_SLOTS`).
+pub const EP_SLOTS: u32 = 65_536;
 
 /// Flow verdict: allowed.
 pub const VERDICT_ALLOWED: u8 = 1;

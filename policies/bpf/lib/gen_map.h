@@ -32,7 +32,22 @@ struct {
  * sizes) for every generation. Sizes, not types: the loader parses the
  * outer map's BTF, where these types may appear only as forward declarations. */
 
-/* Endpoints on this node, keyed by host-side ifindex. */
+/* Endpoints by host-side ifindex below PLINTH_EP_SLOTS, one array slot each
+ * (PLINTH_EP_PRESENT marks a used slot): a packet finds its endpoint with an
+ * array index instead of a hash lookup. Preallocated, 8 bytes a slot
+ * (512 KiB a generation); the size is fixed, so the verifier inlines the
+ * lookup. */
+#define PLINTH_EP_SLOTS 65536
+struct plinth_endpts_slots_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct plinth_endpoint));
+	__uint(max_entries, PLINTH_EP_SLOTS);
+};
+
+/* Every endpoint on this node, keyed by host-side ifindex: read by the
+ * datapath for ifindexes of PLINTH_EP_SLOTS and above (and by the programs
+ * of earlier versions for all). */
 struct plinth_endpts_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(key_size, sizeof(__u32));
@@ -78,7 +93,8 @@ struct plinth_polrange_inner {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 };
 
-/* Endpoints of each generation. */
+/* Endpoints of each generation, all of them (the slots above copy those
+ * below PLINTH_EP_SLOTS). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__type(key, __u32);
@@ -86,6 +102,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct plinth_endpts_inner);
 } plinth_ep_gen SEC(".maps");
+
+/* Endpoint slots of each generation (ifindex below PLINTH_EP_SLOTS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, PLINTH_GENERATIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct plinth_endpts_slots_inner);
+} plinth_eps_gen SEC(".maps");
 
 /* ipcache of each generation. */
 struct {

@@ -27,6 +27,9 @@
 /* Entries with port 0 or protocol 0 exist in this direction. */
 #define PLINTH_EP_WILD_PORT_INGRESS (1U << 7)
 #define PLINTH_EP_WILD_PORT_EGRESS (1U << 8)
+/* Set in plinth_endpts_slots entries only: the slot holds an endpoint (the
+ * array has no absent entries; a zero entry is an empty slot). */
+#define PLINTH_EP_PRESENT (1U << 31)
 
 /* Verdicts in flow events. */
 #define PLINTH_VERDICT_ALLOWED 1

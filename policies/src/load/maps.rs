@@ -10,7 +10,8 @@ use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError};
 
 use super::LoadError;
 use crate::abi::{
-    EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_FAIL_CLOSED, Endpoint, IpcacheValue, PolicyKey, PolicyValue,
+    EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, EP_FAIL_CLOSED, EP_PRESENT, EP_SLOTS, Endpoint, IpcacheValue, PolicyKey,
+    PolicyValue,
 };
 use crate::compile::{Compiled, Diff, RangeKey, map_diff};
 use crate::net::Prefix;
@@ -21,6 +22,9 @@ pub const IPCACHE: &str = "plinth_ipcache";
 pub const IPCACHE6: &str = "plinth_ipcache6";
 /// Endpoints by ifindex.
 pub const ENDPOINTS: &str = "plinth_endpts";
+/// Endpoints by ifindex below [`EP_SLOTS`], one array slot each (a copy of
+/// those entries of [`ENDPOINTS`]).
+pub const ENDPOINT_SLOTS: &str = "plinth_endpts_slots";
 /// Exact and wildcard rules.
 pub const POLICY: &str = "plinth_policy";
 /// endPort rules.
@@ -30,6 +34,8 @@ pub const RANGES: &str = "plinth_polrange";
 pub const GEN: &str = "plinth_gen";
 /// Arrays of maps, one slot per generation, pinned: (outer map, logical name).
 pub const GEN_ENDPOINTS: &str = "plinth_ep_gen";
+/// Endpoint slots of each generation.
+pub const GEN_ENDPOINT_SLOTS: &str = "plinth_eps_gen";
 /// ipcache of each generation.
 pub const GEN_IPCACHE: &str = "plinth_ipc_gen";
 /// IPv6 ipcache of each generation.
@@ -70,13 +76,27 @@ impl Default for Capacity {
 }
 
 /// The inner maps of one generation (gen_map.h).
-#[derive(Debug)]
 pub struct Generation {
     endpoints: HashMap<MapData, u32, Endpoint>,
+    /// The entries of `endpoints` below [`EP_SLOTS`], marked [`EP_PRESENT`]:
+    /// what the datapath reads for them.
+    endpoint_slots: Array<MapData, Endpoint>,
     ipcache: LpmTrie<MapData, [u8; 4], IpcacheValue>,
     ipcache6: LpmTrie<MapData, [u8; 16], IpcacheValue>,
     policy: HashMap<MapData, PolicyKey, PolicyValue>,
     ranges: LpmTrie<MapData, PolicyKey, PolicyValue>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("endpoints", &self.endpoints)
+            .field("ipcache", &self.ipcache)
+            .field("ipcache6", &self.ipcache6)
+            .field("policy", &self.policy)
+            .field("ranges", &self.ranges)
+            .finish_non_exhaustive()
+    }
 }
 
 fn outer<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, LoadError> {
@@ -115,6 +135,7 @@ impl Generation {
     pub fn create(cap: Capacity) -> Result<Self, LoadError> {
         Ok(Self {
             endpoints: HashMap::create(cap.endpoints, NO_PREALLOC).map_err(map_err(ENDPOINTS))?,
+            endpoint_slots: Array::create(EP_SLOTS, 0).map_err(map_err(ENDPOINT_SLOTS))?,
             ipcache: LpmTrie::create(cap.ipcache, NO_PREALLOC).map_err(map_err(IPCACHE))?,
             ipcache6: LpmTrie::create(cap.ipcache, NO_PREALLOC).map_err(map_err(IPCACHE6))?,
             policy: HashMap::create(cap.policy, NO_PREALLOC).map_err(map_err(POLICY))?,
@@ -127,7 +148,10 @@ impl Generation {
     /// empty IPv6 ipcache installed in its slot, so an upgrade keeps the
     /// generation (and its enforcement) instead of starting an empty one:
     /// that version's programs never read the new map, and until the next
-    /// apply fills it, IPv6 peers are the world to the new programs.
+    /// apply fills it, IPv6 peers are the world to the new programs. The
+    /// endpoint slots are brought in line with the endpoint hash (the record
+    /// of what was written): created and filled for a generation of a version
+    /// without them, repaired where an interrupted write left them behind.
     pub fn open(ebpf: &mut Ebpf, slot: u32, cap: Capacity) -> Result<Option<Self>, LoadError> {
         let endpoints = outer_get(ebpf, GEN_ENDPOINTS, slot)?;
         let ipcache = outer_get(ebpf, GEN_IPCACHE, slot)?;
@@ -144,18 +168,99 @@ impl Generation {
                 m
             }
         };
-        Ok(Some(Self {
+        let endpoint_slots = match outer_get(ebpf, GEN_ENDPOINT_SLOTS, slot)? {
+            Some(m) => m,
+            None => Array::create(EP_SLOTS, 0).map_err(map_err(ENDPOINT_SLOTS))?,
+        };
+        let mut g = Self {
             endpoints,
+            endpoint_slots,
             ipcache,
             ipcache6,
             policy,
             ranges,
-        }))
+        };
+        g.sync_endpoint_slots()?;
+        outer_set(ebpf, GEN_ENDPOINT_SLOTS, slot, &g.endpoint_slots)?;
+        Ok(Some(g))
     }
 
+    /// Writes every endpoint of the hash below [`EP_SLOTS`] into its slot
+    /// where the slot differs.
+    fn sync_endpoint_slots(&mut self) -> Result<(), LoadError> {
+        let mut want = Vec::new();
+        for kv in self.endpoints.iter() {
+            let (ifindex, ep) = kv.map_err(map_err(ENDPOINTS))?;
+            if ifindex < EP_SLOTS {
+                want.push((ifindex, ep));
+            }
+        }
+        for (ifindex, ep) in want {
+            let v = slot_value(ep);
+            if self.endpoint_slots.get(&ifindex, 0).map_err(map_err(ENDPOINT_SLOTS))? != v {
+                self.endpoint_slots
+                    .set(ifindex, v, 0)
+                    .map_err(map_err(ENDPOINT_SLOTS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes an endpoint: into the hash, then (below [`EP_SLOTS`]) its slot.
+    /// A full hash leaves the slot empty, so the endpoint fails closed as it
+    /// would without one.
+    fn endpoint_insert(&mut self, ifindex: u32, ep: Endpoint) -> Result<(), MapError> {
+        if let Err(e) = self.endpoints.insert(ifindex, ep, 0) {
+            if is_full(&e) && ifindex < EP_SLOTS {
+                self.endpoint_slots.set(ifindex, EMPTY_SLOT, 0)?;
+            }
+            return Err(e);
+        }
+        if ifindex < EP_SLOTS {
+            self.endpoint_slots.set(ifindex, slot_value(ep), 0)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an endpoint: its slot first, then the hash entry (the record).
+    fn endpoint_remove(&mut self, ifindex: u32) -> Result<(), LoadError> {
+        if ifindex < EP_SLOTS {
+            self.endpoint_slots
+                .set(ifindex, EMPTY_SLOT, 0)
+                .map_err(map_err(ENDPOINT_SLOTS))?;
+        }
+        remove(&mut self.endpoints.remove(&ifindex), ENDPOINTS)
+    }
+
+    /// The endpoint the datapath finds in slot `ifindex` (tests of the slots).
+    pub fn endpoint_slot(&self, ifindex: u32) -> Result<Option<Endpoint>, LoadError> {
+        if ifindex >= EP_SLOTS {
+            return Ok(None);
+        }
+        let v = self.endpoint_slots.get(&ifindex, 0).map_err(map_err(ENDPOINT_SLOTS))?;
+        Ok((v.flags & EP_PRESENT != 0).then_some(Endpoint {
+            ep_id: v.ep_id,
+            flags: v.flags & !EP_PRESENT,
+        }))
+    }
+}
+
+/// An empty endpoint slot.
+const EMPTY_SLOT: Endpoint = Endpoint { ep_id: 0, flags: 0 };
+
+/// What an endpoint's slot holds.
+fn slot_value(ep: Endpoint) -> Endpoint {
+    Endpoint {
+        ep_id: ep.ep_id,
+        flags: ep.flags | EP_PRESENT,
+    }
+}
+
+impl Generation {
     /// Installs this generation in `slot` (inactive: packets do not see it yet).
     pub fn install(&self, ebpf: &mut Ebpf, slot: u32) -> Result<(), LoadError> {
         outer_set(ebpf, GEN_ENDPOINTS, slot, &self.endpoints)?;
+        outer_set(ebpf, GEN_ENDPOINT_SLOTS, slot, &self.endpoint_slots)?;
         outer_set(ebpf, GEN_IPCACHE, slot, &self.ipcache)?;
         outer_set(ebpf, GEN_IPCACHE6, slot, &self.ipcache6)?;
         outer_set(ebpf, GEN_POLICY, slot, &self.policy)?;
@@ -395,9 +500,8 @@ pub(super) fn apply(
                 }
             }
             let d = map_diff(&state.endpoints, &want);
-            let m = &mut g.endpoints;
             for (k, v) in d.upsert {
-                match m.insert(k, v, 0) {
+                match g.endpoint_insert(k, v) {
                     Ok(()) => {
                         state.endpoints.insert(k, v);
                         *r.writes.entry(ENDPOINTS).or_default() += 1;
@@ -415,9 +519,8 @@ pub(super) fn apply(
         Phase::Deletes => {
             {
                 let d = map_diff(&state.endpoints, &desired.endpoints);
-                let m = &mut g.endpoints;
                 for k in d.delete {
-                    remove(&mut m.remove(&k), ENDPOINTS)?;
+                    g.endpoint_remove(k)?;
                     state.endpoints.remove(&k);
                     *r.deletes.entry(ENDPOINTS).or_default() += 1;
                 }

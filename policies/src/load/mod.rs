@@ -239,6 +239,11 @@ impl Datapath {
         &self.state
     }
 
+    /// The active generation (tests of the endpoint slots).
+    pub fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
     /// The active generation's inner maps.
     pub fn generation_mut(&mut self) -> &mut Generation {
         &mut self.generation

@@ -1,0 +1,201 @@
+//! Endpoint slots and the verdict's clock with real BPF: endpoints found by
+//! ifindex in a generation's slots below `EP_SLOTS` and in its hash above,
+//! through in-place updates, generation swaps and the pins of a version
+//! without slots.
+
+#![allow(clippy::expect_used, reason = "tests panic with a message on failure")]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use aya::programs::SchedClassifier;
+use plinth_policies::abi::{DIR_INGRESS, EP_ENFORCE_INGRESS, EP_SLOTS, Endpoint, PolicyKey, PolicyValue};
+use plinth_policies::compile::Compiled;
+use plinth_policies::load::{Config, Datapath, UpdateMode};
+use plinth_policies::net::Prefix;
+use plinth_policies::netns::{self, PinDirGuard, TestNet};
+use plinth_policies::testrun::{self, TC_ACT_OK, TC_ACT_SHOT, TCP_SYN};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const STRANGER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
+const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// The ifindex of `plbig`: past the slots.
+const BIG: u32 = 70_000;
+const _: () = assert!(BIG >= EP_SLOTS);
+
+/// Endpoints (interface, ep id, flags), each allowing CLIENT on TCP/80 in.
+fn world(eps: &[(&str, u32, u32)]) -> Compiled {
+    let mut c = Compiled::default();
+    c.identities
+        .ipcache
+        .insert(Prefix::new(Ipv4Addr::UNSPECIFIED.into(), 0), 2);
+    c.identities.ipcache.insert(Prefix::host(IpAddr::V4(CLIENT)), 256);
+    for (ifname, ep_id, flags) in eps {
+        c.endpoints.insert(
+            (*ifname).to_owned(),
+            Endpoint {
+                ep_id: *ep_id,
+                flags: *flags,
+            },
+        );
+        c.policy.insert(
+            PolicyKey {
+                ep_id: *ep_id,
+                peer_id: 256,
+                dir: DIR_INGRESS,
+                proto: 6,
+                dport: 80u16.to_be(),
+            },
+            PolicyValue {
+                policy_id: 1,
+                rule: 0,
+                flags: 0,
+            },
+        );
+    }
+    c
+}
+
+/// The verdict of plinth_to_pod on a SYN from `src` seen on `ifindex`.
+fn verdict(dp: &Datapath, ifindex: u32, src: Ipv4Addr, sport: u16) -> u32 {
+    let p: &SchedClassifier = dp
+        .ebpf_ref()
+        .program("plinth_to_pod")
+        .expect("program")
+        .try_into()
+        .expect("classifier");
+    let pkt = testrun::ipv4_packet_flags(src, POD, 6, sport, 80, TCP_SYN);
+    testrun::run(p, ifindex, &pkt, 1).expect("test run").0
+}
+
+/// A node namespace with veths `plsmall` (a small ifindex) and
+/// `plbig` (ifindex [`BIG`]), and its pin directory.
+fn node() -> (TestNet, PathBuf, PinDirGuard) {
+    netns::ensure_bpffs().expect("bpffs");
+    let net = TestNet::new(0).expect("node namespace");
+    let node = net.node.clone();
+    netns::ip(&[
+        "-n",
+        &node,
+        "link",
+        "add",
+        "plsmall",
+        "type",
+        "veth",
+        "peer",
+        "plsmall-p",
+    ])
+    .expect("plsmall");
+    netns::ip(&[
+        "-n", &node, "link", "add", "plbig", "index", "70000", "type", "veth", "peer", "plbig-p",
+    ])
+    .expect("plbig");
+    for dev in ["plsmall", "plbig"] {
+        netns::ip(&["-n", &node, "link", "set", dev, "up"]).expect("up");
+    }
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{node}"));
+    (net, pin_dir.clone(), PinDirGuard(pin_dir))
+}
+
+fn ifindex(name: &str) -> u32 {
+    nix::net::if_::if_nametoindex(name).expect("ifindex")
+}
+
+#[test]
+fn endpoints_are_found_in_their_slot_below_the_slots_and_in_the_hash_above() {
+    for mode in [UpdateMode::InPlace, UpdateMode::Swap] {
+        let (net, pin_dir, _guard) = node();
+        netns::in_netns(&net.node, move || {
+            let mut dp = Datapath::load(&Config {
+                pin_dir,
+                update: mode,
+                ..Config::default()
+            })
+            .expect("load");
+            let small = ifindex("plsmall");
+            assert!(small < EP_SLOTS, "{small}");
+            assert_eq!(ifindex("plbig"), BIG);
+            let enforced = [("plsmall", 1, EP_ENFORCE_INGRESS), ("plbig", 2, EP_ENFORCE_INGRESS)];
+            dp.apply(&world(&enforced)).expect("apply");
+            let ep = |ep_id, flags| Some(Endpoint { ep_id, flags });
+            let slot = |dp: &Datapath, i| dp.generation().endpoint_slot(i).expect("slot");
+            assert_eq!(slot(&dp, small), ep(1, EP_ENFORCE_INGRESS), "{mode:?}");
+            assert_eq!(slot(&dp, BIG), None, "{mode:?}: past the slots");
+            for i in [small, BIG] {
+                assert_eq!(verdict(&dp, i, CLIENT, 40000), TC_ACT_OK, "{mode:?} {i}: allowed");
+                assert_eq!(verdict(&dp, i, STRANGER, 40000), TC_ACT_SHOT, "{mode:?} {i}: denied");
+            }
+
+            // Not enforced any more: the slot and the hash follow.
+            let open = [("plsmall", 1, 0), ("plbig", 2, 0)];
+            dp.apply(&world(&open)).expect("apply");
+            assert_eq!(slot(&dp, small), ep(1, 0), "{mode:?}");
+            for i in [small, BIG] {
+                assert_eq!(
+                    verdict(&dp, i, STRANGER, 40001),
+                    TC_ACT_OK,
+                    "{mode:?} {i}: not enforced"
+                );
+            }
+
+            // Gone: no endpoint, everything dropped (fail closed).
+            dp.apply(&world(&[])).expect("apply");
+            assert_eq!(slot(&dp, small), None, "{mode:?}");
+            for i in [small, BIG] {
+                assert_eq!(verdict(&dp, i, CLIENT, 40002), TC_ACT_SHOT, "{mode:?} {i}: no endpoint");
+            }
+
+            // Back.
+            dp.apply(&world(&enforced)).expect("apply");
+            assert_eq!(slot(&dp, small), ep(1, EP_ENFORCE_INGRESS), "{mode:?}");
+            for i in [small, BIG] {
+                assert_eq!(verdict(&dp, i, CLIENT, 40003), TC_ACT_OK, "{mode:?} {i}: allowed again");
+                assert_eq!(
+                    verdict(&dp, i, STRANGER, 40003),
+                    TC_ACT_SHOT,
+                    "{mode:?} {i}: denied again"
+                );
+            }
+            dp.teardown().expect("teardown");
+        })
+        .expect("netns");
+    }
+}
+
+#[test]
+fn the_pins_of_a_version_without_endpoint_slots_keep_their_enforcement() {
+    let (net, pin_dir, _guard) = node();
+    netns::in_netns(&net.node, move || {
+        let cfg = Config {
+            pin_dir: pin_dir.clone(),
+            ..Config::default()
+        };
+        let mut dp = Datapath::load(&cfg).expect("load");
+        let small = ifindex("plsmall");
+        dp.apply(&world(&[
+            ("plsmall", 1, EP_ENFORCE_INGRESS),
+            ("plbig", 2, EP_ENFORCE_INGRESS),
+        ]))
+        .expect("apply");
+        // An agent of a version without slots left its pins: the same maps
+        // without plinth_eps_gen.
+        drop(dp);
+        std::fs::remove_file(pin_dir.join("plinth_eps_gen")).expect("unpin the slots");
+        let dp = Datapath::load(&cfg).expect("load over the older pins");
+        assert_eq!(
+            dp.generation().endpoint_slot(small).expect("slot"),
+            Some(Endpoint {
+                ep_id: 1,
+                flags: EP_ENFORCE_INGRESS
+            }),
+            "the slots filled from the endpoint hash"
+        );
+        // Enforced as before, without an apply.
+        for i in [small, BIG] {
+            assert_eq!(verdict(&dp, i, CLIENT, 41000), TC_ACT_OK, "{i}: allowed");
+            assert_eq!(verdict(&dp, i, STRANGER, 41000), TC_ACT_SHOT, "{i}: denied");
+        }
+        dp.teardown().expect("teardown");
+    })
+    .expect("netns");
+}
