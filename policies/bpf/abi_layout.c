@@ -31,6 +31,8 @@ const unsigned int plinth_abi_layout[] = {
 	O(plinth_ct_value, policy_id),
 	O(plinth_ct_value, rule), O(plinth_ct_value, flags), O(plinth_ct_value, pad),
 	S(plinth_counter), O(plinth_counter, packets), O(plinth_counter, bytes),
+	S(plinth_clock), O(plinth_clock, tick_ns), O(plinth_clock, offset_ns),
+	S(plinth_clock_sample), O(plinth_clock_sample, jiffies), O(plinth_clock_sample, coarse_ns),
 	S(plinth_flow_event), O(plinth_flow_event, ts_ns), O(plinth_flow_event, saddr),
 	O(plinth_flow_event, daddr), O(plinth_flow_event, sport), O(plinth_flow_event, dport),
 	O(plinth_flow_event, ep_id), O(plinth_flow_event, ifindex), O(plinth_flow_event, peer_id),

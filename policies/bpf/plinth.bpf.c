@@ -22,6 +22,7 @@
 #include "lib/ct.h"
 #include "lib/related.h"
 #include "lib/events.h"
+#include "lib/clock.h"
 
 static __always_inline int __verdict_drop(struct __sk_buff *skb, __u32 reason)
 {
@@ -120,9 +121,9 @@ static __noinline int __handle6(struct __sk_buff *skb, const struct plinth_gen_m
 	key.dir = dir;
 	key.pad = 0;
 
-	/* Coarse (the tick's time): conntrack lifetimes are seconds, and the
+	/* The tick's time (clock.h): conntrack lifetimes are seconds, and the
 	 * precise clock costs a clock-source read on every packet. */
-	now = bpf_ktime_get_coarse_ns();
+	now = clock_now();
 	ct = ct_lookup6(&key, t.tcp_flags, now, &fwd);
 	if (ct == PLINTH_CT_ESTABLISHED) {
 		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);
@@ -228,9 +229,9 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 salt)
 		key.ep_id += salt & 0xffff0000;
 	}
 
-	/* Coarse (the tick's time): conntrack lifetimes are seconds, and the
+	/* The tick's time (clock.h): conntrack lifetimes are seconds, and the
 	 * precise clock costs a clock-source read on every packet. */
-	now = bpf_ktime_get_coarse_ns();
+	now = clock_now();
 	ct = ct_lookup(&key, t.tcp_flags, now, &fwd);
 	if (ct == PLINTH_CT_ESTABLISHED) {
 		metric_add(PLINTH_REASON_ALLOW_ESTABLISHED, skb->len);
@@ -325,6 +326,27 @@ SEC("classifier")
 int plinth_bench_new_flow(struct __sk_buff *skb)
 {
 	return __handle(skb, PLINTH_DIR_INGRESS, ++bench_flow_salt);
+}
+
+/**
+ * plinth_clock_probe - samples jiffies and the coarse clock together into
+ * plinth_clock_sample, for the loader's calibration of clock_now; never
+ * attached
+ * @skb: unused
+ *
+ * Returns: TC_ACT_OK.
+ */
+SEC("classifier")
+int plinth_clock_probe(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct plinth_clock_sample *s = bpf_map_lookup_elem(&plinth_clock_sample, &zero);
+
+	if (s) {
+		s->jiffies = bpf_jiffies64();
+		s->coarse_ns = bpf_ktime_get_coarse_ns();
+	}
+	return TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -185,6 +185,27 @@ pub struct CtValue {
     pub pad: u8,
 }
 
+/// `plinth_clock`: 0 `tick_ns` 8 `offset_ns`; 16 bytes. The datapath's clock
+/// is `jiffies * tick_ns + offset_ns`, CLOCK_MONOTONIC ns (`tick_ns` 0: not set).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Clock {
+    /// ns per jiffy.
+    pub tick_ns: u64,
+    /// CLOCK_MONOTONIC ns at jiffy 0.
+    pub offset_ns: u64,
+}
+
+/// `plinth_clock_sample`: 0 jiffies 8 `coarse_ns`; 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClockSample {
+    /// `bpf_jiffies64()`.
+    pub jiffies: u64,
+    /// `bpf_ktime_get_coarse_ns()`, read right after.
+    pub coarse_ns: u64,
+}
+
 /// Per-CPU counter in `plinth_metrics` and `plinth_polstats`: 0 packets 8 bytes; 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -307,7 +328,8 @@ impl FlowEvent {
 #[cfg(feature = "bpf")]
 mod pod {
     use super::{
-        Counter, Ct6Key, CtKey, CtValue, Endpoint, Ipcache6Key, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue,
+        Clock, ClockSample, Counter, Ct6Key, CtKey, CtValue, Endpoint, Ipcache6Key, IpcacheKey, IpcacheValue,
+        PolicyKey, PolicyValue,
     };
     // SAFETY: each type is `#[repr(C)]`, `Copy`, made of integers with explicit
     // padding fields, so every byte pattern is a valid value.
@@ -321,6 +343,8 @@ mod pod {
     unsafe impl aya::Pod for Ct6Key {}
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Clock {}
+    unsafe impl aya::Pod for ClockSample {}
 }
 
 /// Bytes of the compiled datapath object.
@@ -403,6 +427,12 @@ mod tests {
             size_of::<Counter>(),
             offset_of!(Counter, packets),
             offset_of!(Counter, bytes),
+            size_of::<Clock>(),
+            offset_of!(Clock, tick_ns),
+            offset_of!(Clock, offset_ns),
+            size_of::<ClockSample>(),
+            offset_of!(ClockSample, jiffies),
+            offset_of!(ClockSample, coarse_ns),
             size_of::<FlowEvent>(),
             offset_of!(FlowEvent, ts_ns),
             offset_of!(FlowEvent, saddr),

@@ -1,16 +1,20 @@
 //! Endpoint slots and the verdict's clock with real BPF: endpoints found by
 //! ifindex in a generation's slots below `EP_SLOTS` and in its hash above,
 //! through in-place updates, generation swaps and the pins of a version
-//! without slots.
+//! without slots; conntrack times on CLOCK_MONOTONIC.
 
 #![allow(clippy::expect_used, reason = "tests panic with a message on failure")]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use aya::maps::{HashMap, MapData};
 use aya::programs::SchedClassifier;
-use plinth_policies::abi::{DIR_INGRESS, EP_ENFORCE_INGRESS, EP_SLOTS, Endpoint, PolicyKey, PolicyValue};
+use plinth_policies::abi::{
+    CtKey, CtValue, DIR_INGRESS, EP_ENFORCE_INGRESS, EP_SLOTS, Endpoint, PolicyKey, PolicyValue,
+};
 use plinth_policies::compile::Compiled;
+use plinth_policies::load::ct_gc::{CT4, monotonic_ns};
 use plinth_policies::load::{Config, Datapath, UpdateMode};
 use plinth_policies::net::Prefix;
 use plinth_policies::netns::{self, PinDirGuard, TestNet};
@@ -195,6 +199,51 @@ fn the_pins_of_a_version_without_endpoint_slots_keep_their_enforcement() {
             assert_eq!(verdict(&dp, i, CLIENT, 41000), TC_ACT_OK, "{i}: allowed");
             assert_eq!(verdict(&dp, i, STRANGER, 41000), TC_ACT_SHOT, "{i}: denied");
         }
+        dp.teardown().expect("teardown");
+    })
+    .expect("netns");
+}
+
+#[test]
+fn conntrack_times_are_clock_monotonic_at_the_tick_s_resolution() {
+    let (net, pin_dir, _guard) = node();
+    netns::in_netns(&net.node, move || {
+        let mut dp = Datapath::load(&Config {
+            pin_dir,
+            ..Config::default()
+        })
+        .expect("load");
+        let tick = dp.clock().tick_ns;
+        assert!(
+            [1_000_000, 3_333_333, 4_000_000, 10_000_000].contains(&tick),
+            "tick {tick} ns: HZ 1000, 300, 250 or 100"
+        );
+        dp.apply(&world(&[("plsmall", 1, EP_ENFORCE_INGRESS)])).expect("apply");
+        let before = monotonic_ns();
+        assert_eq!(verdict(&dp, ifindex("plsmall"), CLIENT, 42000), TC_ACT_OK);
+        let after = monotonic_ns();
+        let ct: HashMap<&MapData, CtKey, CtValue> =
+            HashMap::try_from(dp.ebpf_ref().map(CT4).expect("ct map")).expect("hash");
+        let key = CtKey {
+            ep_id: 1,
+            saddr: CLIENT.octets(),
+            daddr: POD.octets(),
+            sport: 42000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            dir: DIR_INGRESS,
+            pad: 0,
+        };
+        let v = ct.get(&key, 0).expect("the flow's entry");
+        let lifetime = u64::try_from(Config::default().ct_lifetime_tcp.as_nanos()).expect("ns");
+        let created = v.expires_ns - lifetime;
+        // The tick's time: CLOCK_MONOTONIC within a tick (and the
+        // calibration's error, well under a tick).
+        assert!(
+            created + 2 * tick >= before && created <= after + tick,
+            "entry created at {created}, between {before} and {after} (tick {tick})"
+        );
+        assert_eq!(v.last_event_ns, created, "the event rate limit on the same clock");
         dp.teardown().expect("teardown");
     })
     .expect("netns");

@@ -46,7 +46,7 @@ static __always_inline int __ct_hit(struct plinth_ct_value *v, __u8 proto, __u8 
  * ct_lookup - classify a packet against conntrack
  * @key: the packet's tuple for its endpoint and direction
  * @tcp_flags: TCP flags (0 for other protocols)
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  * @fwd: set to the flow's own entry when one exists, also an expired one:
  *       a new flow's verdict rewrites it in place (ct_create) instead of a
  *       second map operation; NULL for a bare SYN (not looked up)
@@ -101,7 +101,7 @@ static __always_inline int ct_lookup(const struct plinth_ct_key *key, __u8 tcp_f
  *       rewritten when the insert finds one
  * @policy_id: the deciding policy (0: none)
  * @rule: the deciding rule
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  *
  * An existing entry is rewritten in place; otherwise one insert, and when
  * the flow has an entry after all (a SYN on a reused tuple, or a concurrent
@@ -142,7 +142,7 @@ static __always_inline long ct_create(const struct plinth_ct_key *key,
  * ct_lookup6 - ct_lookup for IPv6 (plinth_ct6)
  * @key: the packet's tuple for its endpoint and direction
  * @tcp_flags: TCP flags (0 for other protocols)
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  * @fwd: as ct_lookup
  *
  * Returns: PLINTH_CT_ESTABLISHED, PLINTH_CT_REPLY or PLINTH_CT_NEW.
@@ -212,7 +212,7 @@ static __always_inline long ct_create6(const struct plinth_ct6_key *key,
  * ct_event_due - the per-flow event rate limit kept in the flow's entry
  * @v: the flow's entry
  * @interval: minimum gap between two events of the flow
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  *
  * Returns: 1 when an event is due (and records it), else 0.
  */

@@ -60,7 +60,7 @@ static __always_inline void __event_submit(struct plinth_flow_event *e, __u32 ep
 					   __u16 rule, __u8 verdict, __u8 reason, __u8 flags,
 					   __u64 now)
 {
-	e->ts_ns = bpf_ktime_get_ns(); /* precise, unlike the coarse @now of the verdict */
+	e->ts_ns = bpf_ktime_get_ns(); /* precise, unlike the tick-resolution @now of the verdict */
 	e->sport = sport;
 	e->dport = dport;
 	e->ep_id = ep_id;
@@ -88,7 +88,7 @@ static __always_inline void __event_submit(struct plinth_flow_event *e, __u32 ep
  * @verdict: PLINTH_VERDICT_
  * @reason: PLINTH_REASON_ or PLINTH_DROP_
  * @flags: PLINTH_EVENT_
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  */
 static __always_inline void event_send(const struct plinth_ct_key *key, __u32 ifindex,
 				       __u32 peer_id, __u32 policy_id, __u16 rule,
@@ -147,7 +147,7 @@ static __always_inline int __event_due(__u64 *last, __u64 now)
  * event_due - the per-flow event rate limit of flows without a conntrack
  * entry (denied, or allowed with conntrack full)
  * @key: the flow
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  *
  * Returns: 1 when an event is due (and records it), else 0.
  */

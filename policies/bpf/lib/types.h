@@ -136,6 +136,19 @@ struct plinth_counter {
 	__u64 bytes;
 };
 
+/* plinth_clock: 0 tick_ns 8 offset_ns; 16 bytes. CLOCK_MONOTONIC ns =
+ * jiffies * tick_ns + offset_ns (tick_ns 0: not set). */
+struct plinth_clock {
+	__u64 tick_ns;
+	__u64 offset_ns;
+};
+
+/* plinth_clock_sample: 0 jiffies 8 coarse_ns; 16 bytes. */
+struct plinth_clock_sample {
+	__u64 jiffies;
+	__u64 coarse_ns;
+};
+
 /* Flow event flags. */
 #define PLINTH_EVENT_UNTRACKED (1U << 0) /* allowed, but conntrack is full */
 

@@ -7,6 +7,7 @@
 //! keep their conntrack entries throughout.
 
 pub mod attach;
+pub mod clock;
 pub mod ct_gc;
 pub mod maps;
 
@@ -131,6 +132,8 @@ pub struct Datapath {
     /// The active generation's inner maps and its slot.
     generation: Generation,
     slot: u32,
+    /// The verdict's clock (`plinth_clock`).
+    clock: crate::abi::Clock,
     capacity: Capacity,
     update: UpdateMode,
     attach_mode: AttachMode,
@@ -197,6 +200,24 @@ impl Datapath {
                 reason: format!("{e}: {e:?}"),
             })?;
         }
+        // The verdict's clock, set before any program is attached.
+        let probe: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut(clock::PROBE)
+            .ok_or_else(|| LoadError::Program {
+                name: clock::PROBE,
+                reason: "not in the object".into(),
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| LoadError::Program {
+                name: clock::PROBE,
+                reason: e.to_string(),
+            })?;
+        probe.load().map_err(|e| LoadError::Program {
+            name: clock::PROBE,
+            reason: format!("{e}: {e:?}"),
+        })?;
+        let clock = clock::calibrate(&ebpf)?;
+        clock::set(&mut ebpf, clock)?;
         // The generation the pinned maps hold, or a first, empty one.
         let slot = maps::active_slot(&ebpf)?;
         let generation = match Generation::open(&mut ebpf, slot, capacity)? {
@@ -226,6 +247,7 @@ impl Datapath {
             state,
             generation,
             slot,
+            clock,
             capacity,
             update: cfg.update,
             attach_mode: AttachMode::detect(),
@@ -237,6 +259,12 @@ impl Datapath {
     /// What the maps hold now.
     pub fn state(&self) -> &MapState {
         &self.state
+    }
+
+    /// The verdict's clock as measured at load: CLOCK_MONOTONIC ns =
+    /// jiffies * `tick_ns` + `offset_ns`.
+    pub fn clock(&self) -> crate::abi::Clock {
+        self.clock
     }
 
     /// The active generation (tests of the endpoint slots).
