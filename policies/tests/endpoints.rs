@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData};
 use aya::programs::SchedClassifier;
 use plinth_policies::abi::{
     CtKey, CtValue, DIR_INGRESS, EP_ENFORCE_INGRESS, EP_SLOTS, Endpoint, PolicyKey, PolicyValue,
@@ -199,6 +199,28 @@ fn the_pins_of_a_version_without_endpoint_slots_keep_their_enforcement() {
             assert_eq!(verdict(&dp, i, CLIENT, 41000), TC_ACT_OK, "{i}: allowed");
             assert_eq!(verdict(&dp, i, STRANGER, 41000), TC_ACT_SHOT, "{i}: denied");
         }
+
+        // A version without slots deletes plsmall's endpoint from the hash
+        // alone, leaving its slot: the next load rebuilds the slots from the
+        // hash, so plsmall has no endpoint (fail closed), as that version's
+        // programs see it.
+        drop(dp);
+        let pinned = |name: &str| {
+            aya::maps::Map::from_map_data(aya::maps::MapData::from_pin(pin_dir.join(name)).expect("pin")).expect("map")
+        };
+        let active = Array::<MapData, u32>::try_from(pinned("plinth_gen"))
+            .expect("plinth_gen")
+            .get(&0, 0)
+            .expect("active")
+            & 1;
+        let hashes: ArrayOfMaps<MapData, HashMap<MapData, u32, Endpoint>> =
+            ArrayOfMaps::try_from(pinned("plinth_ep_gen")).expect("plinth_ep_gen");
+        let mut hash = hashes.get(&active, 0).expect("the active endpoint hash");
+        hash.remove(&small).expect("remove plsmall");
+        let dp = Datapath::load(&cfg).expect("load over the older version's change");
+        assert_eq!(dp.generation().endpoint_slot(small).expect("slot"), None);
+        assert_eq!(verdict(&dp, small, CLIENT, 41001), TC_ACT_SHOT, "no endpoint");
+        assert_eq!(verdict(&dp, BIG, CLIENT, 41001), TC_ACT_OK, "plbig as before");
         dp.teardown().expect("teardown");
     })
     .expect("netns");

@@ -149,9 +149,10 @@ impl Generation {
     /// generation (and its enforcement) instead of starting an empty one:
     /// that version's programs never read the new map, and until the next
     /// apply fills it, IPv6 peers are the world to the new programs. The
-    /// endpoint slots are brought in line with the endpoint hash (the record
-    /// of what was written): created and filled for a generation of a version
-    /// without them, repaired where an interrupted write left them behind.
+    /// endpoint slots are rebuilt from the endpoint hash (the record of what
+    /// was written) and installed in one write: a generation of a version
+    /// without slots gets them, and slots an interrupted write or an earlier
+    /// version's update left behind are replaced.
     pub fn open(ebpf: &mut Ebpf, slot: u32, cap: Capacity) -> Result<Option<Self>, LoadError> {
         let endpoints = outer_get(ebpf, GEN_ENDPOINTS, slot)?;
         let ipcache = outer_get(ebpf, GEN_IPCACHE, slot)?;
@@ -168,26 +169,21 @@ impl Generation {
                 m
             }
         };
-        let endpoint_slots = match outer_get(ebpf, GEN_ENDPOINT_SLOTS, slot)? {
-            Some(m) => m,
-            None => Array::create(EP_SLOTS, 0).map_err(map_err(ENDPOINT_SLOTS))?,
-        };
         let mut g = Self {
             endpoints,
-            endpoint_slots,
+            endpoint_slots: Array::create(EP_SLOTS, 0).map_err(map_err(ENDPOINT_SLOTS))?,
             ipcache,
             ipcache6,
             policy,
             ranges,
         };
-        g.sync_endpoint_slots()?;
+        g.fill_endpoint_slots()?;
         outer_set(ebpf, GEN_ENDPOINT_SLOTS, slot, &g.endpoint_slots)?;
         Ok(Some(g))
     }
 
-    /// Writes every endpoint of the hash below [`EP_SLOTS`] into its slot
-    /// where the slot differs.
-    fn sync_endpoint_slots(&mut self) -> Result<(), LoadError> {
+    /// Writes every endpoint of the hash below [`EP_SLOTS`] into its slot.
+    fn fill_endpoint_slots(&mut self) -> Result<(), LoadError> {
         let mut want = Vec::new();
         for kv in self.endpoints.iter() {
             let (ifindex, ep) = kv.map_err(map_err(ENDPOINTS))?;
@@ -196,12 +192,9 @@ impl Generation {
             }
         }
         for (ifindex, ep) in want {
-            let v = slot_value(ep);
-            if self.endpoint_slots.get(&ifindex, 0).map_err(map_err(ENDPOINT_SLOTS))? != v {
-                self.endpoint_slots
-                    .set(ifindex, v, 0)
-                    .map_err(map_err(ENDPOINT_SLOTS))?;
-            }
+            self.endpoint_slots
+                .set(ifindex, slot_value(ep), 0)
+                .map_err(map_err(ENDPOINT_SLOTS))?;
         }
         Ok(())
     }
