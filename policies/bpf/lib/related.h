@@ -58,7 +58,7 @@ static __always_inline int __ct6_live(const struct plinth_ct6_key *k, __u64 now)
  * @skb: the packet (IPv4, protocol ICMP)
  * @ep_id: its endpoint
  * @dir: its direction at the endpoint
- * @now: bpf_ktime_get_coarse_ns()
+ * @now: clock_now() (clock.h)
  */
 static __always_inline int icmp_related(struct __sk_buff *skb, __u32 ep_id, __u8 dir, __u64 now)
 {
