@@ -266,6 +266,20 @@ fn conntrack_times_are_clock_monotonic_at_the_tick_s_resolution() {
             "entry created at {created}, between {before} and {after} (tick {tick})"
         );
         assert_eq!(v.last_event_ns, created, "the event rate limit on the same clock");
+        // A clock 5 s off (as NTP's slewing would make it, slowly) is put back on CLOCK_MONOTONIC by the next
+        // conntrack collection.
+        let good = dp.clock();
+        dp.set_clock(plinth_policies::abi::Clock {
+            offset_ns: good.offset_ns.wrapping_add(5_000_000_000),
+            ..good
+        })
+        .expect("set clock");
+        dp.ct_gc().expect("collect");
+        let back = dp.clock().offset_ns.wrapping_sub(good.offset_ns) as i64;
+        assert!(
+            back.unsigned_abs() <= 2 * tick,
+            "offset moved by {back} ns after the collection"
+        );
         dp.teardown().expect("teardown");
     })
     .expect("netns");

@@ -96,6 +96,28 @@ pub fn calibrate(ebpf: &Ebpf) -> Result<Clock, LoadError> {
     from_edges(a, b).ok_or_else(|| clock_err(CLOCK)(format!("implausible samples {a:?} and {b:?}")))
 }
 
+/// `clock` with its offset moved to put `s` (a jiffy's first sample) on its coarse time; the tick stays (pure).
+pub fn at_edge(clock: Clock, s: ClockSample) -> Clock {
+    Clock {
+        tick_ns: clock.tick_ns,
+        offset_ns: s.coarse_ns.wrapping_sub(s.jiffies.wrapping_mul(clock.tick_ns)),
+    }
+}
+
+/// Re-measures the offset of `clock` at a jiffy edge and writes it when it
+/// moved. CLOCK_MONOTONIC is slewed by NTP and jiffies are not, so the
+/// mapping drifts (by at most 500 ppm, typically a few ppm: a fraction of a
+/// second a day); the agent re-measures it on every conntrack collection,
+/// which keeps the datapath's clock within a tick of the collector's.
+pub fn resync(ebpf: &mut Ebpf, clock: Clock) -> Result<Clock, LoadError> {
+    let packet = testrun::ipv4_packet([127, 0, 0, 1].into(), [127, 0, 0, 1].into(), 17, 1, 1);
+    let next = at_edge(clock, edge(ebpf, &packet)?);
+    if next != clock {
+        set(ebpf, next)?;
+    }
+    Ok(next)
+}
+
 /// Writes `clock` for the programs of `ebpf`.
 pub fn set(ebpf: &mut Ebpf, clock: Clock) -> Result<(), LoadError> {
     let map = ebpf
@@ -141,6 +163,19 @@ mod tests {
             (u64::MAX / 2 + 5).wrapping_mul(c.tick_ns).wrapping_add(c.offset_ns),
             20_000_000
         );
+    }
+
+    #[test]
+    fn a_resync_moves_the_offset_and_keeps_the_tick() {
+        let c = Clock {
+            tick_ns: 4_000_000,
+            offset_ns: 1_000,
+        };
+        // CLOCK_MONOTONIC ran 2 ms ahead of jiffies (NTP slew): the sample's time is what the clock now gives.
+        let s = s(500, 500 * 4_000_000 + 1_000 + 2_000_000);
+        let r = at_edge(c, s);
+        assert_eq!(r.tick_ns, c.tick_ns);
+        assert_eq!(500u64.wrapping_mul(r.tick_ns).wrapping_add(r.offset_ns), s.coarse_ns);
     }
 
     #[test]

@@ -242,6 +242,10 @@ impl Datapath {
     /// the read and the delete loses it: its next packet is decided by the
     /// rules again.
     pub fn ct_gc(&mut self) -> Result<CtGc, LoadError> {
+        // The datapath's clock drifts from CLOCK_MONOTONIC as NTP slews the latter: re-measured first.
+        if let Err(e) = self.resync_clock() {
+            tracing::warn!(error = %e, "the datapath clock could not be re-measured; it keeps its last offset");
+        }
         self.ct_gc_at(monotonic_ns())
     }
 

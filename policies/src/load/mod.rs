@@ -261,10 +261,23 @@ impl Datapath {
         &self.state
     }
 
-    /// The verdict's clock as measured at load: CLOCK_MONOTONIC ns =
+    /// The verdict's clock as last measured: CLOCK_MONOTONIC ns =
     /// jiffies * `tick_ns` + `offset_ns`.
     pub fn clock(&self) -> crate::abi::Clock {
         self.clock
+    }
+
+    /// Writes a clock for the programs (tests: a clock that drifted).
+    pub fn set_clock(&mut self, c: crate::abi::Clock) -> Result<(), LoadError> {
+        clock::set(&mut self.ebpf, c)?;
+        self.clock = c;
+        Ok(())
+    }
+
+    /// Re-measures the clock's offset ([`clock::resync`]); [`Datapath::ct_gc`] does it first.
+    pub fn resync_clock(&mut self) -> Result<crate::abi::Clock, LoadError> {
+        self.clock = clock::resync(&mut self.ebpf, self.clock)?;
+        Ok(self.clock)
     }
 
     /// The active generation (tests of the endpoint slots).
