@@ -39,6 +39,10 @@ struct Args {
     /// Interleaved rounds per connection-rate configuration (median reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+
+    /// Client threads opening connections in the connection-rate benchmark
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// Rule counts for the connection-rate benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
     conn_rules: Vec<usize>,
@@ -301,12 +305,12 @@ fn fast_server(net: &TestNet, i: usize, stop: Arc<AtomicBool>) -> anyhow::Result
 }
 
 /// New TCP connections per second from pod 0 to pod 1:8080 for `secs`.
-fn conn_rate(net: &TestNet, secs: u64) -> anyhow::Result<f64> {
+fn conn_rate(net: &TestNet, secs: u64, threads: usize) -> anyhow::Result<f64> {
     let dst = SocketAddr::from((net.pods[1].ip, 8080));
     let count = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let handles: Vec<_> = (0..2)
+    let handles: Vec<_> = (0..threads.max(1))
         .map(|_| {
             let (count, failures, ns) = (Arc::clone(&count), Arc::clone(&failures), net.pods[0].netns.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
@@ -384,7 +388,7 @@ enum Enforcer {
 }
 
 /// One measurement in a fresh two-pod network.
-fn conn_once(rules: usize, secs: u64, how: Enforcer) -> anyhow::Result<f64> {
+fn conn_once(rules: usize, secs: u64, threads: usize, how: Enforcer) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let net = TestNet::new(2)?;
     for p in &net.pods {
@@ -434,7 +438,7 @@ fn conn_once(rules: usize, secs: u64, how: Enforcer) -> anyhow::Result<f64> {
             iptables_restore(&node, &iptables_rules(&net, rules, 8080))?;
         }
     }
-    let rate = conn_rate(&net, secs);
+    let rate = conn_rate(&net, secs, threads);
     stop.store(true, Ordering::Relaxed);
     if let Some(dp) = dp {
         netns::in_netns(&node, move || dp.teardown())??;
@@ -443,13 +447,13 @@ fn conn_once(rules: usize, secs: u64, how: Enforcer) -> anyhow::Result<f64> {
     rate
 }
 
-fn conn_bench(rules: usize, secs: u64, rounds: usize) -> anyhow::Result<ConnRow> {
+fn conn_bench(rules: usize, secs: u64, rounds: usize, threads: usize) -> anyhow::Result<ConnRow> {
     let (mut none, mut plinth, mut ipt) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved, so background load hits all three alike.
     for _ in 0..rounds {
-        none.push(conn_once(rules, secs, Enforcer::None)?);
-        plinth.push(conn_once(rules, secs, Enforcer::Plinth)?);
-        ipt.push(conn_once(rules, secs, Enforcer::Iptables)?);
+        none.push(conn_once(rules, secs, threads, Enforcer::None)?);
+        plinth.push(conn_once(rules, secs, threads, Enforcer::Plinth)?);
+        ipt.push(conn_once(rules, secs, threads, Enforcer::Iptables)?);
     }
     Ok(ConnRow {
         rules,
@@ -828,8 +832,8 @@ fn main() -> anyhow::Result<()> {
     if args.sections.contains(&Section::Conn) {
         let _ = writeln!(
             md,
-            "## New TCP connections per second, pod to pod through the node namespace\n\n{}s per measurement, 2 client threads, median of {} interleaved rounds, a fresh network each time. iptables (nf_tables backend): FORWARD chain with a conntrack ESTABLISHED accept first, then one rule per allowed peer (the client's rule last), then a drop; Plinth gets the same peers as map entries.\n",
-            args.seconds, args.rounds
+            "## New TCP connections per second, pod to pod through the node namespace\n\n{}s per measurement, {} client thread(s), median of {} interleaved rounds, a fresh network each time. iptables (nf_tables backend): FORWARD chain with a conntrack ESTABLISHED accept first, then one rule per allowed peer (the client's rule last), then a drop; Plinth gets the same peers as map entries.\n",
+            args.seconds, args.client_threads, args.rounds
         );
         let _ = writeln!(
             md,
@@ -838,7 +842,7 @@ fn main() -> anyhow::Result<()> {
         let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
         for &n in &args.conn_rules {
             eprintln!("connections: {n} rules");
-            let r = conn_bench(n, args.seconds, args.rounds)?;
+            let r = conn_bench(n, args.seconds, args.rounds, args.client_threads)?;
             let _ = writeln!(
                 md,
                 "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
