@@ -241,7 +241,7 @@ static __always_inline int __handle(struct __sk_buff *skb, __u8 dir, __u32 salt)
 		metric_add(PLINTH_REASON_ALLOW_REPLY, skb->len);
 		return TC_ACT_OK;
 	}
-	if (enforce && t.proto == IPPROTO_ICMP && icmp_related(skb, key.ep_id, dir, now)) {
+	if (enforce && t.proto == IPPROTO_ICMP && icmp_related(skb, t.daddr, key.ep_id, dir, now)) {
 		metric_add(PLINTH_REASON_ALLOW_RELATED, skb->len);
 		return TC_ACT_OK;
 	}

@@ -471,6 +471,17 @@ fn icmp_errors_about_a_tracked_flow_pass_and_others_are_decided_by_the_rules() {
             TC_ACT_OK,
             "{family}: unreachable, about the flow"
         );
+        // An error goes back to the sender of the packet it quotes: x/a cannot send one elsewhere (past its
+        // egress policy) by quoting a flow it has.
+        assert_eq!(
+            run(
+                &mut m,
+                "plinth_from_pod",
+                &err(a, router, unreachable, port_unreachable, &segment)
+            ),
+            TC_ACT_SHOT,
+            "{family}: an error to someone else than the quoted sender"
+        );
         // The same errors about flows conntrack does not hold are decided by the rules: dropped.
         let other_reply = pkt(a, b, 80, 43101, TCP_SYN | TCP_ACK);
         assert_eq!(

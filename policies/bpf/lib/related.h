@@ -4,7 +4,9 @@
  * packet it is about. That packet crossed this endpoint in the other
  * direction, as the flow's first direction or as its reply; when conntrack
  * holds the flow, the error passes like the flow's replies (path MTU
- * discovery through an enforced pod needs no rule). Looked up without
+ * discovery through an enforced pod needs no rule). An error goes back to
+ * the quoted packet's sender: one addressed elsewhere is not related (else a
+ * pod could send anything anywhere, quoting a flow it has). Looked up without
  * refreshing the entry: an error never keeps a flow alive. A quoted IPv6
  * packet with extension headers before its ports is not followed. */
 #ifndef __PLINTH_RELATED_H
@@ -56,11 +58,12 @@ static __always_inline int __ct6_live(const struct plinth_ct6_key *k, __u64 now)
 /**
  * icmp_related - whether an IPv4 ICMP packet is an error about a tracked flow
  * @skb: the packet (IPv4, protocol ICMP)
+ * @daddr: its destination
  * @ep_id: its endpoint
  * @dir: its direction at the endpoint
  * @now: clock_now() (clock.h)
  */
-static __always_inline int icmp_related(struct __sk_buff *skb, __u32 ep_id, __u8 dir, __u64 now)
+static __always_inline int icmp_related(struct __sk_buff *skb, __be32 daddr, __u32 ep_id, __u8 dir, __u64 now)
 {
 	struct plinth_ct_key k = {};
 	struct iphdr inner;
@@ -79,7 +82,7 @@ static __always_inline int icmp_related(struct __sk_buff *skb, __u32 ep_id, __u8
 	off += 8; /* type, code, checksum, and 4 bytes the type defines */
 	if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
 		return 0;
-	if (inner.ihl < 5 || (inner.frag_off & bpf_htons(0x1fff)))
+	if (inner.ihl < 5 || (inner.frag_off & bpf_htons(0x1fff)) || inner.saddr != daddr)
 		return 0;
 	if (__quoted_ports(skb, off + inner.ihl * 4, inner.protocol, ports) < 0)
 		return 0;
@@ -106,7 +109,7 @@ static __always_inline int icmp_related(struct __sk_buff *skb, __u32 ep_id, __u8
 /**
  * icmp6_related - icmp_related for ICMPv6
  * @skb: the packet (IPv6, upper-layer protocol ICMPv6)
- * @t: its parsed tuple (type and the ICMPv6 header's offset)
+ * @t: its parsed tuple (destination, type and the ICMPv6 header's offset)
  * @ep_id, @dir, @now: as icmp_related
  */
 static __always_inline int icmp6_related(struct __sk_buff *skb, const struct plinth_tuple6 *t, __u32 ep_id,
@@ -121,6 +124,9 @@ static __always_inline int icmp6_related(struct __sk_buff *skb, const struct pli
 		return 0;
 	off = t->l4_off + 8;
 	if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
+		return 0;
+	if (inner.saddr.in6_u.u6_addr32[0] != t->daddr[0] || inner.saddr.in6_u.u6_addr32[1] != t->daddr[1] ||
+	    inner.saddr.in6_u.u6_addr32[2] != t->daddr[2] || inner.saddr.in6_u.u6_addr32[3] != t->daddr[3])
 		return 0;
 	if (__quoted_ports(skb, off + sizeof(inner), inner.nexthdr, ports) < 0)
 		return 0;
