@@ -284,3 +284,55 @@ fn conntrack_times_are_clock_monotonic_at_the_tick_s_resolution() {
     })
     .expect("netns");
 }
+
+#[test]
+fn an_interface_recreated_under_its_name_is_attached_by_the_next_diff_even_an_empty_one() {
+    let (net, pin_dir, _guard) = node();
+    let node_ns = net.node.clone();
+    netns::in_netns(&net.node, move || {
+        let mut dp = Datapath::load(&Config {
+            pin_dir,
+            ..Config::default()
+        })
+        .expect("load");
+        let c = world(&[("plsmall", 1, EP_ENFORCE_INGRESS)]);
+        dp.apply(&c).expect("apply");
+        let before = ifindex("plsmall");
+        assert_eq!(verdict(&dp, before, STRANGER, 40000), TC_ACT_SHOT);
+        // The pod's sandbox restarts: its veth comes back under the same name with a new index.
+        netns::ip(&["-n", &node_ns, "link", "del", "plsmall"]).expect("del");
+        netns::ip(&[
+            "-n",
+            &node_ns,
+            "link",
+            "add",
+            "plsmall",
+            "type",
+            "veth",
+            "peer",
+            "plsmall-p",
+        ])
+        .expect("add");
+        netns::ip(&["-n", &node_ns, "link", "set", "plsmall", "up"]).expect("up");
+        let after = ifindex("plsmall");
+        assert_ne!(before, after);
+        // The world did not change: an empty diff.
+        let report = dp
+            .apply_diff(&c, &plinth_policies::compile::Diff::default())
+            .expect("apply diff");
+        assert!(
+            report.changes() > 0,
+            "the new interface's endpoint is written: {report:?}"
+        );
+        assert_eq!(verdict(&dp, after, CLIENT, 40001), TC_ACT_OK);
+        assert_eq!(
+            verdict(&dp, after, STRANGER, 40001),
+            TC_ACT_SHOT,
+            "enforced on the new interface"
+        );
+        let links = plinth_policies::load::attach::pinned_interfaces(dp.pin_dir());
+        assert!(links.contains(&("plsmall".to_owned(), after)), "{links:?}");
+        dp.teardown().expect("teardown");
+    })
+    .expect("netns");
+}

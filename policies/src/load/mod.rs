@@ -322,12 +322,19 @@ impl Datapath {
     /// `compiled` (as [`crate::compile::Compiler::update`] returns it). A
     /// change of rules only, of at most [`SWAP_ABOVE`] entries, is written
     /// entry by entry, rules before deletions, without comparing whole maps:
-    /// the cost follows the change, not the maps. Anything else, or a diff
-    /// that does not start from what the maps hold, goes through
-    /// [`Datapath::apply`].
+    /// the cost follows the change, not the maps. Anything else, a diff
+    /// that does not start from what the maps hold, or an endpoint whose
+    /// interface is not the one attached (recreated under its name), goes
+    /// through [`Datapath::apply`].
     pub fn apply_diff(&mut self, compiled: &Compiled, diff: &Diff) -> Result<ApplyReport, LoadError> {
         let small = diff.policy.len() + diff.ranges.len() <= SWAP_ABOVE;
         if !self.settled || self.update == UpdateMode::Swap || !small || !maps::diff_fits(&self.state, diff) {
+            return self.apply(compiled);
+        }
+        // An interface recreated under its name (a pod's sandbox restarted) has a new index: without a program
+        // or an endpoint entry yet, only a whole apply attaches it. One name lookup per endpoint.
+        let resolved = attach::resolve_interfaces(compiled.endpoints.keys());
+        if resolved.len() != self.attached.len() || !resolved.iter().all(|r| self.attached.contains(r)) {
             return self.apply(compiled);
         }
         self.settled = false;
