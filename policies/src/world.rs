@@ -195,12 +195,12 @@ pub enum WorldError {
         /// What is wrong.
         source: Box<WorldError>,
     },
-    /// Two namespaces, pods or policies of one name.
+    /// Two namespaces, pods, policies, pod addresses or local pods' interfaces of one name.
     #[error(
         "{kind} {name} appears twice: names are unique (within a namespace), as in Kubernetes; rename or remove one"
     )]
     Duplicate {
-        /// `namespace`, `pod` or `NetworkPolicy`.
+        /// `namespace`, `pod`, `NetworkPolicy`, `address` or `interface`.
         kind: &'static str,
         /// Its name (`namespace/name` for pods and policies).
         name: String,
@@ -256,6 +256,26 @@ impl World {
                 return Err(WorldError::Duplicate {
                     kind: "pod",
                     name: format!("{}/{}", p.namespace, p.name),
+                });
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for ip in self.pods.iter().flat_map(|p| &p.ips) {
+            if !seen.insert(*ip) {
+                return Err(WorldError::Duplicate {
+                    kind: "address",
+                    name: ip.to_string(),
+                });
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.pods {
+            if let Some(i) = &p.interface
+                && !seen.insert(i)
+            {
+                return Err(WorldError::Duplicate {
+                    kind: "interface",
+                    name: i.clone(),
                 });
             }
         }
@@ -350,6 +370,14 @@ mod tests {
             (
                 "namespaces: [{name: x}]\npolicies: [{metadata: {name: p, namespace: x}}, {metadata: {name: p, namespace: x}}]\n",
                 "NetworkPolicy x/p appears twice",
+            ),
+            (
+                "namespaces: [{name: x}]\npods: [{namespace: x, name: a, ip: 198.18.0.1, interface: v0}, {namespace: x, name: b, ip: 198.18.0.2, interface: v0}]\n",
+                "interface v0 appears twice",
+            ),
+            (
+                "namespaces: [{name: x}]\npods: [{namespace: x, name: a, ip: 198.18.0.1}, {namespace: x, name: b, ip: 198.18.0.1}]\n",
+                "address 198.18.0.1 appears twice",
             ),
         ] {
             let e = World::from_yaml(bad, "w.yaml")

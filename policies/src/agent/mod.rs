@@ -183,6 +183,7 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
 
     // Compiles each world by difference with the last: a change costs what it touches.
     let mut compiler = Compiler::new();
+    let mut warned = std::collections::HashSet::new();
     let mut compiled_once = false;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut gc_every = opts.ct_gc_interval;
@@ -214,10 +215,13 @@ pub async fn run_until(opts: Options, stop: impl std::future::Future<Output = ()
                     elapsed_us = started.elapsed().as_micros(),
                     "compiled"
                 );
-                if stats.policies + stats.rules > 0 {
-                    for w in &compiled.warnings {
+                if stats.warnings_changed {
+                    // Each warning once, when it appears.
+                    let now: std::collections::HashSet<String> = compiled.warnings.iter().cloned().collect();
+                    for w in now.difference(&warned) {
                         tracing::warn!(warning = %w, "policy not fully honoured");
                     }
+                    warned = now;
                 }
                 match datapath.apply_diff(compiled, &diff) {
                     Ok(report) => {

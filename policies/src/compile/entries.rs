@@ -296,13 +296,17 @@ pub(super) fn compile_rules(pods: &dyn PodIdentities, ids: &Identities, np: &Net
     (0..rule_count(np, dir))
         .map(|i| {
             let (peers, ports) = rule_parts(spec, dir, i);
-            let ctx = format!(
-                "NetworkPolicy {ns}/{name} {}[{i}]",
-                if dir == DIR_INGRESS { "ingress" } else { "egress" }
-            );
-            RuleOut::new(pods, ids, ns, dir, peers, ports, &ctx)
+            RuleOut::new(pods, ids, ns, dir, peers, ports, &rule_context(ns, name, dir, i))
         })
         .collect()
+}
+
+/// How warnings name rule `i` of a direction of policy `ns/name`.
+pub(super) fn rule_context(ns: &str, name: &str, dir: u8, i: usize) -> String {
+    format!(
+        "NetworkPolicy {ns}/{name} {}[{i}]",
+        if dir == DIR_INGRESS { "ingress" } else { "egress" }
+    )
 }
 
 /// Number of rules of a direction.

@@ -11,10 +11,13 @@
 //!
 //! Its output equals [`super::compile`]'s on the same world up to the numbers
 //! it allocates (identities, endpoints, policies; the property test
-//! `incremental_equals_full` checks it on random sequences of worlds). It
-//! differs in one documented point: when two pods share an address, the
-//! ipcache gives it the identity of the pod that sorts last by namespace and
-//! name (the full compiler takes the last in the world's order).
+//! `incremental_equals_full` checks it on random sequences of worlds), and
+//! lists warnings by policy name rather than in the world's order. Where a
+//! world is inconsistent it decides by name, not by the world's order: when
+//! two pods share an address, the ipcache gives it the identity of the pod
+//! that sorts last by namespace and name; when two local pods claim one
+//! interface, its entry is the endpoint of the one that sorts last, and stays
+//! while either lives. World files refuse both (`World::check`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -111,6 +114,8 @@ pub struct Stats {
     pub rules: usize,
     /// Pods whose identity or endpoint was recomputed.
     pub pods: usize,
+    /// Whether the compilation's warnings changed.
+    pub warnings_changed: bool,
 }
 
 /// What the last world compiled to, and how, so that the next compiles by difference.
@@ -125,7 +130,9 @@ pub struct Compiler {
     policies_by_ns: BTreeMap<String, BTreeSet<u32>>,
     local: BTreeMap<Name, Local>,
     local_by_ns: BTreeMap<String, BTreeSet<Name>>,
-    by_ifname: BTreeMap<String, Name>,
+    /// Local pods by interface: normally one each; when two claim one interface, its entry is the endpoint of
+    /// the one that sorts last, and stays while either lives.
+    by_ifname: BTreeMap<String, BTreeSet<Name>>,
     by_ep: HashMap<u32, Name>,
     /// Policies selecting each local pod.
     ep_policies: BTreeMap<Name, BTreeSet<u32>>,
@@ -437,6 +444,7 @@ impl Compiler {
                 .filter(|r| r.out.is_some())
                 .count(),
             pods: dirty_pods.len(),
+            warnings_changed: false,
         };
         let mut changed_rules: BTreeMap<u32, Vec<(usize, usize, Rule)>> = BTreeMap::new();
         for &(pid, _, _) in &dirty_rules {
@@ -458,12 +466,7 @@ impl Compiler {
             };
             let out = p.enforces[d].then(|| {
                 let (peers, ports) = rule_parts(spec, DIRS[d], i);
-                let ctx = format!(
-                    "NetworkPolicy {}/{} {}[{i}]",
-                    p.name.0,
-                    p.name.1,
-                    if d == 0 { "ingress" } else { "egress" }
-                );
+                let ctx = super::entries::rule_context(&p.name.0, &p.name.1, DIRS[d], i);
                 RuleOut::new(&by_name, &self.out.identities, &p.name.0, DIRS[d], peers, ports, &ctx)
             });
             self.stats.rules += usize::from(out.is_some());
@@ -737,13 +740,11 @@ impl Compiler {
                         id
                     }
                 };
-                if let Some(old) = self.local.get(pk)
-                    && self.by_ifname.get(&old.ifname) == Some(pk)
-                {
-                    self.by_ifname.remove(&old.ifname);
+                if let Some(old) = self.local.get(pk).map(|l| l.ifname.clone()) {
+                    self.unclaim(&old, pk);
                 }
                 pass.ifnames.insert(ifname.clone());
-                self.by_ifname.insert(ifname.clone(), pk.clone());
+                self.by_ifname.entry(ifname.clone()).or_default().insert(pk.clone());
                 self.by_ep.insert(ep_id, pk.clone());
                 self.local_by_ns.entry(pk.0.clone()).or_default().insert(pk.clone());
                 self.local.insert(
@@ -758,9 +759,7 @@ impl Compiler {
             }
             None => {
                 if let Some(old) = self.local.remove(pk) {
-                    if self.by_ifname.get(&old.ifname) == Some(pk) {
-                        self.by_ifname.remove(&old.ifname);
-                    }
+                    self.unclaim(&old.ifname, pk);
                     self.by_ep.remove(&old.ep_id);
                 }
                 self.out.endpoint_ids.remove(pk);
@@ -770,6 +769,16 @@ impl Compiler {
                         self.local_by_ns.remove(&pk.0);
                     }
                 }
+            }
+        }
+    }
+
+    /// Pod `pk` no longer holds interface `ifname`.
+    fn unclaim(&mut self, ifname: &str, pk: &Name) {
+        if let Some(set) = self.by_ifname.get_mut(ifname) {
+            set.remove(pk);
+            if set.is_empty() {
+                self.by_ifname.remove(ifname);
             }
         }
     }
@@ -834,9 +843,7 @@ impl Compiler {
     fn drop_policy(&mut self, pass: &mut Pass, pid: u32, keep_id: bool) {
         let Some(p) = self.policies.remove(&pid) else { return };
         for pk in &p.selected {
-            if let Some(set) = self.ep_policies.get_mut(pk) {
-                set.remove(&pid);
-            }
+            remove_from(&mut self.ep_policies, pk, &pid);
             pass.endpoints.insert(pk.clone());
         }
         for (d, rules) in p.rules.iter().enumerate() {
@@ -844,9 +851,7 @@ impl Compiler {
                 self.unindex_rule((pid, d, i), r);
             }
         }
-        if let Some(set) = self.policies_by_ns.get_mut(&p.name.0) {
-            set.remove(&pid);
-        }
+        remove_from(&mut self.policies_by_ns, &p.name.0, &pid);
         if !keep_id {
             self.out.policy_ids.remove(&p.name);
         }
@@ -934,9 +939,7 @@ impl Compiler {
             self.ep_policies.entry(pk.clone()).or_default().insert(pid);
         } else if was && !now {
             p.selected.remove(pk);
-            if let Some(set) = self.ep_policies.get_mut(pk) {
-                set.remove(&pid);
-            }
+            remove_from(&mut self.ep_policies, pk, &pid);
         }
         pass.endpoints.insert(pk.clone());
     }
@@ -1016,7 +1019,7 @@ impl Compiler {
             }
         }
         for ifname in &pass.ifnames {
-            let now = self.by_ifname.get(ifname).and_then(|pk| {
+            let now = self.by_ifname.get(ifname).and_then(BTreeSet::last).and_then(|pk| {
                 let l = self.local.get(pk)?;
                 Some(Endpoint {
                     ep_id: l.ep_id,
@@ -1148,6 +1151,7 @@ impl Compiler {
         if changed {
             self.out.warnings = self.warnings.values().flatten().cloned().collect();
         }
+        self.stats.warnings_changed = changed;
     }
 }
 
@@ -1168,6 +1172,16 @@ impl Policy {
             ));
         }
         out
+    }
+}
+
+/// Removes `v` from the set at `k`, and the set when it empties.
+fn remove_from<K: Ord, V: Ord>(m: &mut BTreeMap<K, BTreeSet<V>>, k: &K, v: &V) {
+    if let Some(set) = m.get_mut(k) {
+        set.remove(v);
+        if set.is_empty() {
+            m.remove(k);
+        }
     }
 }
 

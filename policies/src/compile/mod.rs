@@ -96,7 +96,7 @@ pub fn compile(world: &World, prev: Option<&Compiled>) -> Compiled {
                     }
                     Err(e) => warnings.push(format!(
                         "NetworkPolicy {}/{}: {e}",
-                        np.metadata.namespace.as_deref().unwrap_or_default(),
+                        np.metadata.namespace.as_deref().unwrap_or("default"),
                         np.metadata.name.as_deref().unwrap_or_default()
                     )),
                 }

@@ -383,3 +383,19 @@ fn an_unknown_operator_behind_match_labels_warns_like_the_full_compiler() {
     assert!(full.warnings.iter().any(|m| m.contains("Bogus")), "{:?}", full.warnings);
     assert_eq!(canonical(inc.compiled()), canonical(&full));
 }
+
+#[test]
+fn two_pods_on_one_interface_keep_its_endpoint_while_either_lives() {
+    // World files refuse this; the Kubernetes source can see it briefly (an interface found for two pods).
+    let mut w = world();
+    w.pods[1].interface = w.pods[0].interface.clone();
+    let mut inc = Compiler::new();
+    inc.update(w.clone());
+    assert!(inc.compiled().endpoints.contains_key("veth0"));
+    let a = inc.compiled().endpoint_ids[&("x".to_owned(), "a".to_owned())];
+    // Whichever of the two goes, the interface keeps the endpoint of the other.
+    w.pods.remove(1);
+    let d = inc.update(w);
+    assert_eq!(inc.compiled().endpoints["veth0"].ep_id, a, "{d:?}");
+    assert!(!d.endpoints.delete.contains(&"veth0".to_owned()), "{d:?}");
+}
