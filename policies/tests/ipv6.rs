@@ -155,7 +155,24 @@ fn extension_headers_are_skipped_to_the_ports_and_sctp_is_decided_by_port() {
     assert_eq!(f.ingress_xa(&short), TC_ACT_SHOT, "truncated TCP header");
     let short = ipv6_packet_ext(yb, xa, 64, &[], 0, &[6, 0]);
     assert_eq!(f.ingress_xa(&short), TC_ACT_SHOT, "truncated extension header");
-    assert_eq!(f.metric(DROP_MALFORMED), malformed + 3);
+    // Directly behind the fixed header: a UDP header of two bytes, a TCP
+    // header without its flags byte, an ICMPv6 header without its type.
+    let short = ipv6_packet_ext(yb, xa, 64, &[], 17, &[0x9c, 0x40]);
+    assert_eq!(f.ingress_xa(&short), TC_ACT_SHOT, "truncated UDP header");
+    let tcp = l4_header(6, 40013, 80, TCP_SYN);
+    let short = ipv6_packet_ext(yb, xa, 64, &[], 6, &tcp[..13]);
+    assert_eq!(f.ingress_xa(&short), TC_ACT_SHOT, "TCP header without flags");
+    let short = ipv6_packet_ext(yb, xa, 64, &[], 58, &[]);
+    assert_eq!(f.ingress_xa(&short), TC_ACT_SHOT, "truncated ICMPv6 header");
+    assert_eq!(f.metric(DROP_MALFORMED), malformed + 6);
+
+    // Another upper-layer protocol (GRE): no ports, decided by the rules,
+    // not malformed.
+    let denied = f.metric(DROP_POLICY);
+    let gre = ipv6_packet_ext(yb, xa, 64, &[], 47, &[0, 0, 0x86, 0xdd]);
+    assert_eq!(f.ingress_xa(&gre), TC_ACT_SHOT, "GRE not allowed");
+    assert_eq!(f.metric(DROP_POLICY), denied + 1, "denied by policy");
+    assert_eq!(f.metric(DROP_MALFORMED), malformed + 6);
 
     // SCTP over IPv6, by port.
     assert_eq!(

@@ -44,7 +44,7 @@ static __always_inline int __ipv6_is_exthdr(__u8 nh)
 }
 
 /**
- * parse_ipv6 - read the flow tuple of an Ethernet frame carrying IPv6
+ * __parse_ipv6_walk - parse_ipv6 with bpf_skb_load_bytes
  * @skb: the packet (its EtherType is IPv6)
  * @t: filled
  *
@@ -56,7 +56,7 @@ static __always_inline int __ipv6_is_exthdr(__u8 nh)
  *
  * Returns: PLINTH_L3_IPV6, PLINTH_L3_FRAGMENT or PLINTH_L3_MALFORMED.
  */
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct plinth_tuple6 *t)
+static __always_inline int __parse_ipv6_walk(struct __sk_buff *skb, struct plinth_tuple6 *t)
 {
 	struct ipv6hdr ip6;
 	__u32 off = ETH_HLEN + sizeof(struct ipv6hdr);
@@ -118,6 +118,69 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct plinth_tuple
 		if (bpf_skb_load_bytes(skb, off, &t->icmp6_type, 1) < 0)
 			return PLINTH_L3_MALFORMED;
 	}
+	return PLINTH_L3_IPV6;
+}
+
+/**
+ * parse_ipv6 - read the flow tuple of an Ethernet frame carrying IPv6
+ * @skb: the packet (its EtherType is IPv6)
+ * @t: filled
+ *
+ * The common case, the fixed header followed directly by the upper-layer
+ * header, both in the linear area, is read with direct packet access, as
+ * parse_packet reads IPv4. Anything else (extension headers, a header
+ * beyond the linear area or beyond the packet) takes __parse_ipv6_walk,
+ * which decides it the same way with bpf_skb_load_bytes.
+ *
+ * Returns: PLINTH_L3_IPV6, PLINTH_L3_FRAGMENT or PLINTH_L3_MALFORMED.
+ */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct plinth_tuple6 *t)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__u8 *l4 = (void *)(ip6 + 1);
+	__u8 nh;
+
+	if ((void *)l4 > data_end)
+		return __parse_ipv6_walk(skb, t);
+	nh = ip6->nexthdr;
+	if (nh == IPPROTO_TCP) {
+		/* The ports, and the flags at byte 13. */
+		if ((void *)(l4 + 14) > data_end)
+			return __parse_ipv6_walk(skb, t);
+		t->sport = *(__be16 *)l4;
+		t->dport = *(__be16 *)(l4 + 2);
+		t->tcp_flags = l4[13];
+		t->icmp6_type = 0;
+	} else if (nh == IPPROTO_UDP || nh == IPPROTO_SCTP) {
+		if ((void *)(l4 + 4) > data_end)
+			return __parse_ipv6_walk(skb, t);
+		t->sport = *(__be16 *)l4;
+		t->dport = *(__be16 *)(l4 + 2);
+		t->tcp_flags = 0;
+		t->icmp6_type = 0;
+	} else if (nh == PLINTH_NEXTHDR_ICMP6) {
+		if ((void *)(l4 + 1) > data_end)
+			return __parse_ipv6_walk(skb, t);
+		t->sport = 0;
+		t->dport = 0;
+		t->tcp_flags = 0;
+		t->icmp6_type = l4[0];
+	} else if (__ipv6_is_exthdr(nh)) {
+		return __parse_ipv6_walk(skb, t);
+	} else {
+		/* Another upper-layer protocol: no ports read. */
+		t->sport = 0;
+		t->dport = 0;
+		t->tcp_flags = 0;
+		t->icmp6_type = 0;
+	}
+	__builtin_memcpy(t->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t->daddr, &ip6->daddr, 16);
+	t->hop_limit = ip6->hop_limit;
+	t->proto = nh;
+	t->l4_off = ETH_HLEN + sizeof(struct ipv6hdr);
 	return PLINTH_L3_IPV6;
 }
 
