@@ -403,14 +403,7 @@ impl Compiler {
 
         // 5. Old contributions out.
         for pid in &whole_ids {
-            let selected: Vec<Name> = self
-                .policies
-                .get(pid)
-                .map(|p| p.selected.iter().cloned().collect())
-                .unwrap_or_default();
-            for pk in selected {
-                self.pair(&mut pass, *pid, &pk, false);
-            }
+            self.policy_everywhere(&mut pass, *pid, false);
         }
         for (pid, pk) in &pairs {
             if self.policies.get(pid).is_some_and(|p| p.selected.contains(pk)) {
@@ -502,14 +495,7 @@ impl Compiler {
             let Some(pid) = self.out.policy_ids.get(name).copied() else {
                 continue;
             };
-            let selected: Vec<Name> = self
-                .policies
-                .get(&pid)
-                .map(|p| p.selected.iter().cloned().collect())
-                .unwrap_or_default();
-            for pk in selected {
-                self.pair(&mut pass, pid, &pk, true);
-            }
+            self.policy_everywhere(&mut pass, pid, true);
         }
         for (pid, pk) in &pairs {
             if self.policies.get(pid).is_some_and(|p| p.selected.contains(pk)) {
@@ -797,6 +783,18 @@ impl Compiler {
         pass.endpoints.insert(pk.clone());
     }
 
+    /// Adds or removes every contribution of policy `pid` on every endpoint it selects.
+    fn policy_everywhere(&mut self, pass: &mut Pass, pid: u32, add: bool) {
+        let selected: Vec<Name> = self
+            .policies
+            .get(&pid)
+            .map(|p| p.selected.iter().cloned().collect())
+            .unwrap_or_default();
+        for pk in selected {
+            self.pair(pass, pid, &pk, add);
+        }
+    }
+
     /// Adds or removes one rule's contributions on every endpoint its policy selects, except `skip`'s pairs.
     fn rule_everywhere(&mut self, pass: &mut Pass, r: RuleRef, skip: &BTreeSet<(u32, Name)>, add: bool) {
         let selected: Vec<Name> = self
@@ -912,12 +910,7 @@ impl Compiler {
             }
             p.rules[d].truncate(count);
         }
-        let flags = [0, 1].map(|d| {
-            p.rules[d]
-                .iter()
-                .filter_map(|r| r.out.as_ref())
-                .fold(0, |f, o| f | o.flags)
-        });
+        let flags = rule_flags(&p.rules);
         if flags != p.rule_flags {
             p.rule_flags = flags;
             pass.endpoints.extend(p.selected.iter().cloned());
@@ -977,38 +970,16 @@ impl Compiler {
         let touched: Vec<(PolicyKey, Option<PolicyValue>)> = pass.policy.drain().collect();
         for (k, before) in touched {
             let now = self.contrib.get(&k).and_then(|v| v.iter().min().copied());
-            if now == before {
-                continue;
+            if settle(&mut self.out.policy, &mut diff.policy, &k, now) {
+                self.hint(&mut pass, &k, before.is_some(), now.is_some());
             }
-            match now {
-                Some(v) => {
-                    self.out.policy.insert(k, v);
-                    diff.policy.upsert.push((k, v));
-                }
-                None => {
-                    self.out.policy.remove(&k);
-                    diff.policy.delete.push(k);
-                }
-            }
-            self.hint(&mut pass, &k, before.is_some(), now.is_some());
         }
         let touched: Vec<(RangeKey, Option<PolicyValue>)> = pass.ranges.drain().collect();
         for (k, before) in touched {
             let now = self.range_contrib.get(&k).and_then(|v| v.iter().min().copied());
-            if now == before {
-                continue;
+            if settle(&mut self.out.ranges, &mut diff.ranges, &k, now) {
+                self.hint(&mut pass, &k.data, before.is_some(), now.is_some());
             }
-            match now {
-                Some(v) => {
-                    self.out.ranges.insert(k, v);
-                    diff.ranges.upsert.push((k, v));
-                }
-                None => {
-                    self.out.ranges.remove(&k);
-                    diff.ranges.delete.push(k);
-                }
-            }
-            self.hint(&mut pass, &k.data, before.is_some(), now.is_some());
         }
         sort(&mut diff.policy);
         sort(&mut diff.ranges);
@@ -1026,38 +997,12 @@ impl Compiler {
                     flags: self.flags(pk, l.ep_id),
                 })
             });
-            let before = self.out.endpoints.get(ifname).copied();
-            if now == before {
-                continue;
-            }
-            match now {
-                Some(e) => {
-                    self.out.endpoints.insert(ifname.clone(), e);
-                    diff.endpoints.upsert.push((ifname.clone(), e));
-                }
-                None => {
-                    self.out.endpoints.remove(ifname);
-                    diff.endpoints.delete.push(ifname.clone());
-                }
-            }
+            settle(&mut self.out.endpoints, &mut diff.endpoints, ifname, now);
         }
 
         for p in &pass.prefixes {
             let now = self.ipcache_value(p);
-            let before = self.out.identities.ipcache.get(p).copied();
-            if now == before {
-                continue;
-            }
-            match now {
-                Some(id) => {
-                    self.out.identities.ipcache.insert(*p, id);
-                    diff.ipcache.upsert.push((*p, id));
-                }
-                None => {
-                    self.out.identities.ipcache.remove(p);
-                    diff.ipcache.delete.push(*p);
-                }
-            }
+            settle(&mut self.out.identities.ipcache, &mut diff.ipcache, p, now);
         }
         diff
     }
@@ -1198,6 +1143,39 @@ fn selector_peers(out: Option<&RuleOut>, peers: Option<&Vec<NetworkPolicyPeer>>)
         .collect()
 }
 
+/// Sets the entry `k` of `map` to `now` (`None`: removed) and records it in `d`; whether it changed.
+fn settle<K: Ord + Clone, V: PartialEq + Copy>(
+    map: &mut BTreeMap<K, V>,
+    d: &mut MapDiff<K, V>,
+    k: &K,
+    now: Option<V>,
+) -> bool {
+    if map.get(k).copied() == now {
+        return false;
+    }
+    match now {
+        Some(v) => {
+            map.insert(k.clone(), v);
+            d.upsert.push((k.clone(), v));
+        }
+        None => {
+            map.remove(k);
+            d.delete.push(k.clone());
+        }
+    }
+    true
+}
+
+/// Endpoint flags the compiled rules of each direction need.
+fn rule_flags(rules: &[Vec<Rule>; 2]) -> [u32; 2] {
+    [0, 1].map(|d| {
+        rules[d]
+            .iter()
+            .filter_map(|r| r.out.as_ref())
+            .fold(0, |f, o| f | o.flags)
+    })
+}
+
 fn sort<K: Ord, V>(d: &mut MapDiff<K, V>) {
     d.upsert.sort_by(|a, b| a.0.cmp(&b.0));
     d.delete.sort();
@@ -1244,13 +1222,8 @@ fn build_policy(
             }
         }
     }
-    let rule_flags = [0, 1].map(|d| {
-        rules[d]
-            .iter()
-            .filter_map(|r| r.out.as_ref())
-            .fold(0, |f, o| f | o.flags)
-    });
     Policy {
+        rule_flags: rule_flags(&rules),
         name: name.clone(),
         has_spec: np.spec.is_some(),
         enforces: if np.spec.is_some() { enforces } else { [false, false] },
@@ -1258,7 +1231,6 @@ fn build_policy(
         selector_error,
         selected: BTreeSet::new(),
         rules,
-        rule_flags,
     }
 }
 
