@@ -710,6 +710,11 @@ fn compile_bench(rules: usize) -> anyhow::Result<(Duration, Duration)> {
     Ok((compiles[5], diffs[5]))
 }
 
+/// A "| label | time in ms |" row of the update table.
+fn row(md: &mut String, label: &str, d: Duration) {
+    let _ = writeln!(md, "| {label} | {:.3} ms |", d.as_secs_f64() * 1e3);
+}
+
 /// Parts of the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Section {
@@ -860,52 +865,48 @@ fn main() -> anyhow::Result<()> {
         let u = update_bench()?;
         let _ = writeln!(md, "\n## Changing one rule among 10,000\n");
         let _ = writeln!(md, "| method | time |\n|---|---:|");
-        let _ = writeln!(
-            md,
-            "| Plinth: one policy map write (`bpf_map_update_elem`, median of 1,001) | {:.3} ms |",
-            u.plinth_write.as_secs_f64() * 1e3
+        row(
+            &mut md,
+            "Plinth: one policy map write (`bpf_map_update_elem`, median of 1,001)",
+            u.plinth_write,
         );
-        let _ = writeln!(
-            md,
-            "| Plinth: `Datapath::apply` of a new compilation (diff of 10,001 entries, one written, one deleted; median of 21) | {:.3} ms |",
-            u.plinth_apply.as_secs_f64() * 1e3
+        row(
+            &mut md,
+            "Plinth: `Datapath::apply` of a new compilation (diff of 10,001 entries, one written, one deleted; median of 21)",
+            u.plinth_apply,
         );
         let (recompile, diff) = compile_bench(10_000)?;
-        let _ = writeln!(
-            md,
-            "| Plinth: the full compiler on a world of 10,000 ipBlock rules after one rule changed (median of 11) | {:.3} ms |",
-            recompile.as_secs_f64() * 1e3
+        row(
+            &mut md,
+            "Plinth: the full compiler on a world of 10,000 ipBlock rules after one rule changed (median of 11)",
+            recompile,
         );
         for (shape, i) in [
             ("in one policy", u.plinth_incremental[0]),
             ("in 10,000 policies of one rule", u.plinth_incremental[1]),
         ] {
-            let _ = writeln!(
-                md,
-                "| Plinth, one rule changed among 10,000 {shape}: `Compiler::update` (median of 21) | {:.3} ms |",
-                i.compile.as_secs_f64() * 1e3
+            row(
+                &mut md,
+                &format!("Plinth, one rule changed among 10,000 {shape}: `Compiler::update` (median of 21)"),
+                i.compile,
             );
-            let _ = writeln!(
-                md,
-                "| Plinth, the same: `Datapath::apply_diff` of its diff (one entry written, one deleted) | {:.3} ms |",
-                i.apply.as_secs_f64() * 1e3
+            row(
+                &mut md,
+                "Plinth, the same: `Datapath::apply_diff` of its diff (one entry written, one deleted)",
+                i.apply,
             );
             let _ = writeln!(
                 md,
                 "| **Plinth, the same, end to end: compiled and written** | **{:.3} ms** |",
                 (i.compile + i.apply).as_secs_f64() * 1e3
             );
-            let _ = writeln!(
-                md,
-                "| Plinth, the same: freeing the replaced world (off the update path in the agent) | {:.3} ms |",
-                i.free.as_secs_f64() * 1e3
+            row(
+                &mut md,
+                "Plinth, the same: freeing the replaced world (off the update path in the agent)",
+                i.free,
             );
         }
-        let _ = writeln!(
-            md,
-            "| Plinth: diff of the two compilations (median of 11) | {:.3} ms |",
-            diff.as_secs_f64() * 1e3
-        );
+        row(&mut md, "Plinth: diff of the two compilations (median of 11)", diff);
         let _ = writeln!(
             md,
             "| iptables-restore of 10,000 rules | {:.3} s |",
