@@ -49,16 +49,6 @@ pub struct Compiled {
     pub warnings: Vec<String>,
 }
 
-impl Compiled {
-    /// The `namespace/name` of a policy id.
-    pub fn policy_name(&self, id: u32) -> Option<String> {
-        self.policy_ids
-            .iter()
-            .find(|(_, v)| **v == id)
-            .map(|((ns, n), _)| format!("{ns}/{n}"))
-    }
-}
-
 fn alloc<K: Ord + Clone>(prev: Option<&BTreeMap<K, u32>>, key: &K, next: &mut u32, out: &mut BTreeMap<K, u32>) -> u32 {
     if let Some(id) = out.get(key) {
         return *id;
